@@ -1,0 +1,54 @@
+"""What every task's data looks like once loaded: splits of in-memory tensors plus a `DataInfo`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+from torch import Tensor
+
+Task = Literal["classification", "regression", "tagging", "language_model"]
+
+
+class Batch(NamedTuple):
+    """One batch. `lengths` is None when every sequence has the full length.
+
+    classification: inputs (B, T, F) float or (B, T) long; targets (B,) long
+    regression:     inputs as above;                        targets (B, D) float
+    tagging:        inputs as above;                        targets (B, T) long, -100 on padding
+    language_model: inputs (B, L) long, a window of B parallel streams; targets (B, L) long
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    lengths: Tensor | None
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    task: Task
+    input_size: int | None  # real-valued features per step; None for token inputs
+    vocab_size: int | None  # token inputs; None for real-valued inputs
+    output_size: int  # classes (classification, tagging, language model) or regression targets
+    max_len: int  # the longest sequence (language model: the batch window)
+    n_train: int  # training sequences (language model: training tokens)
+    level: Literal["char", "word"] | None = None  # language model only: bits per char at "char"
+    vocab: tuple[str, ...] | None = None  # token strings by id, for token inputs
+    labels: tuple[str, ...] | None = None  # class or tag names by id, where known
+
+
+@dataclass(frozen=True)
+class Split:
+    """Padded tensors of one split. Language model: `inputs` is the 1-D token stream, the rest None."""
+
+    inputs: Tensor
+    targets: Tensor | None
+    lengths: Tensor | None
+
+
+@dataclass(frozen=True)
+class TaskData:
+    info: DataInfo
+    train: Split
+    val: Split
+    test: Split

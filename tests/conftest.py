@@ -1,0 +1,74 @@
+"""Shared fixtures: study files shrunk for tests, in a temporary working directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES = ROOT / "studies"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working directory: the embedded defaults (rnn_tuner.db, mlflow.db) land here."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("RNN_TUNER_STORAGE", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def tiny_study(name: str = "tiny", **overrides) -> dict:
+    """A study that trains in seconds: short adding problem, tiny networks, few epochs."""
+    study = {
+        "study": {"name": name},
+        "task": {"source": "adding", "seq_len": 10, "n_train": 128, "n_val": 64, "n_test": 64},
+        "fixed": {"batch_size": 32, "patience": None},
+        "search": {
+            "lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+            "hidden_size": {"type": "int", "low": 4, "high": 16},
+            "cell": {"type": "categorical", "choices": ["rnn", "lstm", "gru"]},
+        },
+        "objective": {"metric": "val_mse"},
+        "pruner": {"name": "none"},
+        "budget": {"n_trials": 3, "max_epochs": 2},
+    }
+    study.update(overrides)  # whole blocks: a test names every key of a block it replaces
+    return {k: v for k, v in study.items() if v is not None}
+
+
+def write_study(path: Path, study: dict) -> Path:
+    path.write_text(yaml.safe_dump(study, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database for one test, dropped afterwards; skipped without a server
+    unless RNN_TUNER_REQUIRE_POSTGRES is set (CI), where a missing server fails the test."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    base = os.environ.get(
+        "RNN_TUNER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect():
+            pass
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("RNN_TUNER_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL is required here but unreachable at {base}: {e}")
+        pytest.skip(f"no PostgreSQL at {base} (set RNN_TUNER_TEST_POSTGRES_URL): {e}")
+    name = f"rnn_tuner_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = base.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

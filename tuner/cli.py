@@ -1,0 +1,161 @@
+"""The `rnn-tuner` command (also `python -m tuner`): validate, run, status, best.
+
+The only module that reads argv and the environment. Heavy libraries (torch, Lightning, Optuna,
+MLflow) are imported inside the commands that need them, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from tuner.urls import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+
+STORAGE_ENV = "RNN_TUNER_STORAGE"
+TRACKING_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own convention
+
+_storage_option = click.option(
+    "--storage",
+    metavar="URL",
+    help=f"Study database URL. Default: ${STORAGE_ENV}, else the study file's study.storage, "
+    f"else {DEFAULT_STORAGE}.",
+)
+
+
+def _load(path: Path):  # noqa: ANN202 - StudyConfig, imported lazily
+    from tuner.config import StudyFileError, load_study_file
+
+    try:
+        return load_study_file(path)
+    except StudyFileError as e:
+        click.echo(str(e), err=True)
+        click.echo("Fix the keys above and run `rnn-tuner validate FILE` again.", err=True)
+        sys.exit(2)
+
+
+def _storage(cli_value: str | None, file_value: str | None = None) -> str:
+    return cli_value or os.environ.get(STORAGE_ENV) or file_value or DEFAULT_STORAGE
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Tune RNN, LSTM and GRU networks with Optuna; every trial recorded in MLflow.
+
+    Start with `rnn-tuner run studies/quickstart.yaml`, then `mlflow ui --backend-store-uri
+    sqlite:///mlflow.db` to see the study's runs.
+    """
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(path_type=Path))
+def validate(study_file: Path) -> None:
+    """Check a study file without running it; every problem is listed with its key path."""
+    cfg = _load(study_file)
+    click.echo(
+        f"{study_file}: ok (study {cfg.study.name!r}, task {cfg.task.source}, "
+        f"{len(cfg.search)} searched parameter(s), sampler {cfg.sampler.name}, "
+        f"pruner {cfg.pruner_name})"
+    )
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(path_type=Path))
+@click.option(
+    "--n-trials", type=click.IntRange(min=1), help="Trials to run now (default: budget.n_trials)."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Start no new trial after this long (default: budget.timeout).",
+)
+@_storage_option
+@click.option("--study-name", metavar="NAME", help="Default: the study file's study.name.")
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    help=f"MLflow tracking URI. Default: ${TRACKING_ENV}, else tracking.uri, else "
+    f"{DEFAULT_TRACKING_URI}.",
+)
+def run(
+    study_file: Path,
+    n_trials: int | None,
+    timeout: float | None,
+    storage: str | None,
+    study_name: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Create or resume the study and run trials; a second run adds trials to the same study."""
+    cfg = _load(study_file)
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # only matters for a file:// URI
+
+    from tuner.study import StorageError
+    from tuner.tracking import TrackingError
+    from tuner.urls import redact
+    from tuner.worker import RunRequest, run_worker
+
+    req = RunRequest(
+        cfg=cfg,
+        storage=_storage(storage, cfg.study.storage),
+        tracking_uri=tracking_uri
+        or os.environ.get(TRACKING_ENV)
+        or cfg.tracking.uri
+        or DEFAULT_TRACKING_URI,
+        study_name=study_name or cfg.study.name,
+        n_trials=n_trials or cfg.budget.n_trials,
+        timeout=timeout or cfg.budget.timeout,
+        study_file=study_file,
+    )
+    click.echo(
+        f"study {req.study_name!r} in {redact(req.storage)}; MLflow at {redact(req.tracking_uri)}",
+        err=True,
+    )
+    try:
+        summary = run_worker(req)
+    except (StorageError, TrackingError, ValueError) as e:
+        _fail(str(e))
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.states.items())) or "no trials"
+    click.echo(f"study {summary.study_name!r}: {states}; MLflow parent run {summary.parent_run_id}")
+    if summary.interrupted_by == "SIGINT":
+        click.echo(
+            "interrupted: the running trial was recorded as failed; run again to resume", err=True
+        )
+        sys.exit(130)
+
+
+@main.command()
+@click.argument("study", required=False)
+@_storage_option
+def status(study: str | None, storage: str | None) -> None:
+    """Trials by state, best value and parameters (every study when STUDY is omitted)."""
+    from tuner.report import status_text
+
+    _with_study_errors(lambda: click.echo(status_text(_storage(storage), study)))
+
+
+@main.command()
+@click.argument("study")
+@_storage_option
+def best(study: str, storage: str | None) -> None:
+    """The best parameters as a `fixed:` YAML block to paste back into a study file."""
+    from tuner.report import best_yaml
+
+    _with_study_errors(lambda: click.echo(best_yaml(_storage(storage), study), nl=False))
+
+
+def _with_study_errors(action) -> None:  # noqa: ANN001
+    from tuner.report import NoSuchStudy
+    from tuner.study import StorageError
+
+    try:
+        action()
+    except (NoSuchStudy, StorageError) as e:
+        _fail(str(e))

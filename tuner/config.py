@@ -1,0 +1,459 @@
+"""Study file (YAML) -> a validated `StudyConfig`, or one `StudyFileError` listing every problem.
+
+A study file has these top-level blocks (docs/study-files.md documents each key):
+
+    study:     name, storage
+    task:      the data (models.data.config: one `source` and its keys)
+    fixed:     settings that every trial uses (models.config.Settings field names)
+    search:    settings the sampler chooses, each a float / int / categorical distribution
+    objective: the validation metric(s) to optimise and their direction
+    sampler, pruner, budget, enqueue, tracking
+
+Checks run in two passes: the shape of every block (pydantic), then what needs more than one
+block (names in `search` exist and do not clash with `fixed`, ranges give valid settings,
+truncation fits the sequences, the batch fits the training set, data files exist). Both passes
+collect every problem before raising, so a file with three mistakes gets one message naming three.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from models.config import Settings
+from models.data.config import SOURCES, DataConfig
+from models.errors import DataError
+
+if TYPE_CHECKING:
+    from models.data.base import TaskData
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "gp", "nsgaii")
+PRUNERS = ("median", "percentile", "successive-halving", "hyperband", "none")
+# Metrics each task logs on the validation set (models.module), plus the parameter count.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("val_loss", "val_acc"),
+    "regression": ("val_loss", "val_mse", "val_mae"),
+    "tagging": ("val_loss", "val_acc"),
+    "language_model": ("val_loss", "val_ppl", "val_bpc"),
+}
+MAXIMIZED = {"val_acc"}
+SOURCE_TASK = {
+    "adding": "regression",
+    "copy": "tagging",
+    "sine": "regression",
+    "csv": "regression",
+    "text": "language_model",
+    "tagged": "tagging",
+}
+COMPARISONS = ("eq", "ne", "gt", "ge", "lt", "le", "in")  # for `when:` conditions
+# Settings the budget block owns, so a study has one place to look for how long trials run.
+BUDGET_KEYS = ("max_epochs",)
+
+
+class StudyFileError(ValueError):
+    """A study file that cannot run; `problems` holds one `key.path: what is wrong` per mistake."""
+
+    def __init__(self, path: str | Path, problems: list[str]) -> None:
+        self.path, self.problems = str(path), problems
+        listed = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem(s) in the study file:\n{listed}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudyBlock(_Strict):
+    name: str = Field(min_length=1)
+    storage: str | None = None  # overridden by --storage and RNN_TUNER_STORAGE
+
+
+class FloatDist(_Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    when: dict[str, Any] | None = None
+
+
+class IntDist(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+    when: dict[str, Any] | None = None
+
+
+class CategoricalDist(_Strict):
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+    when: dict[str, Any] | None = None
+
+
+Distribution = Annotated[FloatDist | IntDist | CategoricalDist, Field(discriminator="type")]
+
+
+class Objective(_Strict):
+    metric: str
+    direction: Literal["minimize", "maximize"] | None = None  # None: the metric's natural one
+
+
+class NamedPlugin(_Strict):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of Optuna's class
+
+
+class Budget(_Strict):
+    n_trials: int | None = Field(default=None, ge=1)
+    timeout: float | None = Field(default=None, gt=0)  # seconds for this run of the command
+    max_epochs: int = Field(default=20, ge=1)
+
+
+class Tracking(_Strict):
+    experiment: str | None = None  # default: the study name
+    uri: str | None = None  # overridden by MLFLOW_TRACKING_URI
+
+
+class StudyConfig(_Strict):
+    study: StudyBlock
+    task: Annotated[DataConfig, Field(discriminator="source")]
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    search: dict[str, Distribution] = Field(default_factory=dict)
+    objective: Objective | list[Objective] = Field(
+        default_factory=lambda: Objective(metric="val_loss")
+    )
+    sampler: NamedPlugin = Field(default_factory=lambda: NamedPlugin(name="tpe"))
+    pruner: NamedPlugin | None = None  # None: median for one objective, none for several
+    budget: Budget = Field(default_factory=Budget)
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    tracking: Tracking = Field(default_factory=Tracking)
+    seed: int = 0  # seeds the sampler
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objective_list(cls, data: Any) -> Any:
+        """`objective: val_mse` and `objective: {metric: ...}` are one-item lists."""
+        if isinstance(data, dict):
+            obj = data.get("objective")
+            if isinstance(obj, str):
+                data = {**data, "objective": [{"metric": obj}]}
+            elif isinstance(obj, dict):
+                data = {**data, "objective": [obj]}
+        return data
+
+    @property
+    def objectives(self) -> list[Objective]:
+        return self.objective
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction or _natural_direction(o.metric) for o in self.objectives]
+
+    @property
+    def pruner_name(self) -> str:
+        if self.pruner is not None:
+            return self.pruner.name
+        return "median" if len(self.objectives) == 1 else "none"
+
+    @property
+    def task_kind(self) -> str:
+        if self.task.source == "npz":
+            return self.task.target  # type: ignore[union-attr]
+        return SOURCE_TASK[self.task.source]
+
+    def base_settings(self) -> Settings:
+        """Settings shared by every trial: defaults, then `fixed`, then the budget."""
+        return replace(Settings(**self.fixed), max_epochs=self.budget.max_epochs)
+
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.study.name
+
+
+def _natural_direction(metric: str) -> str:
+    return "maximize" if metric in MAXIMIZED else "minimize"
+
+
+def load_study_file(path: str | Path) -> StudyConfig:
+    """Read and fully validate a study file. Raises StudyFileError listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyFileError(path, [f"no such file (resolved to {path.resolve()})"])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise StudyFileError(path, [f"not valid YAML: {e}"]) from None
+    return parse_study(raw, path)
+
+
+def parse_study(raw: Any, path: str | Path = "<study>") -> StudyConfig:
+    if not isinstance(raw, dict):
+        raise StudyFileError(path, ["the file must be a mapping with `study:` and `task:` blocks"])
+    problems: list[str] = []
+    failed: set[str] = set()
+    try:
+        cfg = StudyConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = [_describe(err) for err in e.errors()]
+        failed = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
+        # Check the rest without the broken blocks, so one run reports every mistake.
+        placeholders = {"study": {"name": "_"}, "task": {"source": "adding"}}
+        partial = {k: v for k, v in raw.items() if k not in failed}
+        task = _known_keys_only(raw.get("task"))
+        if "task" in failed and task is not None:  # unknown keys were reported; check the rest
+            partial["task"] = task
+            failed.discard("task")
+        partial |= {k: v for k, v in placeholders.items() if k not in partial}
+        failed |= {k for k in placeholders if k not in raw}
+        try:
+            cfg = StudyConfig.model_validate(partial)
+        except ValidationError:
+            raise StudyFileError(path, problems) from None
+    problems += _cross_checks(cfg, failed)
+    if problems:
+        raise StudyFileError(path, problems)
+    return cfg
+
+
+def _known_keys_only(task: Any) -> dict[str, Any] | None:
+    """The task block without its unknown keys, if that much of it is valid."""
+    if not isinstance(task, dict) or task.get("source") not in SOURCES:
+        return None
+    known = {k: v for k, v in task.items() if k in SOURCES[task["source"]].__dataclass_fields__}
+    try:
+        TypeAdapter(SOURCES[task["source"]]).validate_python(known)
+    except ValidationError:
+        return None
+    return known
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    # drop pydantic's union tags (`task.npz.path` -> `task.path`, `search.lr.float.low` -> ...)
+    if len(loc) >= 2 and loc[0] == "task" and loc[1] in SOURCES:
+        loc.pop(1)
+    if len(loc) >= 3 and loc[0] == "search" and loc[2] in ("float", "int", "categorical"):
+        loc.pop(2)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        msg = "unknown key"
+    where = ".".join(loc) or "(top level)"
+    got = err.get("input")
+    quiet = ("missing", "extra_forbidden", "unexpected_keyword_argument", "union_tag_invalid")
+    if err["type"] not in quiet and not isinstance(
+        got, dict
+    ):
+        msg += f" (got {got!r})"
+    return f"{where}: {msg}"
+
+
+# ---------------------------------------------------------------- checks across blocks
+
+
+def _cross_checks(cfg: StudyConfig, failed: set[str]) -> list[str]:
+    """Checks that need several blocks; blocks named in `failed` were already reported."""
+    problems: list[str] = []
+    known = set(Settings.names())
+    bad: set[str] = set()
+    for block, names in (("fixed", cfg.fixed), ("search", cfg.search)):
+        for name in names:
+            if name in BUDGET_KEYS:
+                problems.append(f"{block}.{name}: set it as budget.{name}")
+            elif name not in known:
+                problems.append(f"{block}.{name}: unknown setting; valid: {', '.join(sorted(known))}")
+            else:
+                continue
+            bad.add(name)
+    for name in cfg.search:
+        if name in cfg.fixed:
+            problems.append(f"search.{name}: also in fixed; keep it in one of the two")
+            bad.add(name)
+    # The checks below assume every remaining name is a setting.
+    cfg = cfg.model_copy(update={
+        "fixed": {k: v for k, v in cfg.fixed.items() if k not in bad},
+        "search": {k: v for k, v in cfg.search.items() if k not in bad},
+    })
+    base = _checked_fixed(cfg, problems)
+    for name, dist in cfg.search.items():
+        problems += _check_distribution(name, dist, base, cfg)
+    for i, params in enumerate(cfg.enqueue):
+        problems += [
+            f"enqueue.{i}.{key}: not a searched parameter; searched: {', '.join(cfg.search)}"
+            for key in params if key not in cfg.search
+        ]
+    if not failed & {"task", "objective"}:
+        problems += _check_objectives(cfg)
+    if not failed & {"objective", "sampler", "pruner"}:
+        problems += _check_plugins(cfg)
+    if "task" not in failed:
+        problems += _check_data(cfg, base)
+    return problems
+
+
+def _checked_fixed(cfg: StudyConfig, problems: list[str]) -> Settings:
+    """Settings from `fixed`, with each invalid value reported under its own key and dropped."""
+    good: dict[str, Any] = {}
+    for name, value in cfg.fixed.items():
+        err = _settings_error({**good, name: value})
+        if err:
+            problems.append(f"fixed.{name}: {err}")
+        else:
+            good[name] = value
+    return Settings(**good)
+
+
+def _settings_error(values: dict[str, Any]) -> str | None:
+    try:
+        TypeAdapter(Settings).validate_python(values)
+    except ValidationError as e:
+        return "; ".join(err["msg"].removeprefix("Value error, ") + _got(err) for err in e.errors())
+    return None
+
+
+def _got(err: dict[str, Any]) -> str:
+    return "" if err["type"] == "value_error" else f" (got {err.get('input')!r})"
+
+
+def _check_distribution(name: str, dist: Any, base: Settings, cfg: StudyConfig) -> list[str]:
+    where = f"search.{name}"
+    problems: list[str] = []
+    if isinstance(dist, CategoricalDist):
+        samples = {f"{where}.choices.{i}": v for i, v in enumerate(dist.choices)}
+    else:
+        if dist.low > dist.high:
+            problems.append(f"{where}: low ({dist.low}) is above high ({dist.high}); swap them")
+        if dist.log and dist.low <= 0:
+            problems.append(
+                f"{where}: a log range needs a positive low bound (got low={dist.low}, high={dist.high})"
+            )
+        if dist.log and dist.step not in (None, 1):
+            problems.append(f"{where}: step cannot be combined with log: true")
+        samples = {f"{where}.low": dist.low, f"{where}.high": dist.high}
+    for key, value in samples.items():
+        err = _settings_error({**_known_fields(base), name: value})
+        if err:
+            problems.append(f"{key}: {err}")
+    if dist.when:
+        for cond, test in dist.when.items():
+            ops = test.keys() if isinstance(test, dict) else []
+            problems += [
+                f"{where}.when.{cond}.{op}: unknown comparison; valid: {', '.join(COMPARISONS)}"
+                for op in ops if op not in COMPARISONS
+            ]
+            if cond not in cfg.search or list(cfg.search).index(cond) >= list(cfg.search).index(
+                name
+            ):
+                problems.append(
+                    f"{where}.when.{cond}: a condition must name a parameter searched above {name}"
+                )
+    return problems
+
+
+def _known_fields(s: Settings) -> dict[str, Any]:
+    return {f.name: getattr(s, f.name) for f in fields(s)}
+
+
+def _check_objectives(cfg: StudyConfig) -> list[str]:
+    valid = (*TASK_METRICS[cfg.task_kind], "n_params")
+    problems = []
+    for i, obj in enumerate(cfg.objectives):
+        where = "objective" if len(cfg.objectives) == 1 else f"objective.{i}"
+        if obj.metric not in valid:
+            problems.append(
+                f"{where}.metric: {obj.metric!r} is not measured for a {cfg.task_kind} task; "
+                f"valid: {', '.join(valid)}"
+            )
+        if obj.metric == "val_bpc" and getattr(cfg.task, "level", None) != "char":
+            problems.append(f"{where}.metric: val_bpc needs task.level: char")
+    if len(cfg.objectives) == 1 and cfg.objectives[0].metric == "n_params":
+        problems.append(
+            "objective.metric: n_params alone needs no training; pair it with a val_ metric"
+        )
+    return problems
+
+
+def _check_plugins(cfg: StudyConfig) -> list[str]:
+    problems = []
+    if cfg.sampler.name not in SAMPLERS:
+        problems.append(
+            f"sampler.name: unknown sampler {cfg.sampler.name!r}; valid: {', '.join(SAMPLERS)}"
+        )
+    if cfg.pruner is not None and cfg.pruner.name not in PRUNERS:
+        problems.append(
+            f"pruner.name: unknown pruner {cfg.pruner.name!r}; valid: {', '.join(PRUNERS)}"
+        )
+    multi = len(cfg.objectives) > 1
+    if multi and cfg.pruner_name != "none":
+        problems.append("pruner.name: Optuna cannot prune multi-objective studies; use `none`")
+    if multi and cfg.sampler.name not in ("nsgaii", "tpe", "random", "grid", "qmc", "gp"):
+        problems.append(
+            f"sampler.name: {cfg.sampler.name} handles one objective; use nsgaii or tpe"
+        )
+    if cfg.sampler.name == "grid":
+        for name, dist in cfg.search.items():
+            if not isinstance(dist, CategoricalDist):
+                problems.append(
+                    f"search.{name}: the grid sampler needs `type: categorical` choices"
+                )
+    return problems
+
+
+def _check_data(cfg: StudyConfig, base: Settings) -> list[str]:
+    """Data files exist, truncation fits the sequences, batches fit the training set."""
+    task = cfg.task
+    path = getattr(task, "path", None)
+    if path is not None and not Path(path).is_file():
+        return [f"task.path: data file not found: {path} (resolved to {Path(path).resolve()})"]
+    shape = data_shape(task)
+    if shape is None:
+        try:
+            info = task_data(task).info
+        except DataError as e:
+            return [f"task: {e}"]
+        shape = (info.max_len, info.n_train)
+    max_len, n_train = shape
+    problems = []
+    for key, limit, what in (
+        ("truncation", max_len, f"longer than the sequences ({max_len} steps)"),
+        ("batch_size", n_train, f"larger than the training set ({n_train} sequences)"),
+    ):
+        for where, value in _values_of(cfg, base, key):
+            if value is not None and value > limit:
+                problems.append(f"{where}: {key} {value} is {what}")
+    return problems
+
+
+def _values_of(cfg: StudyConfig, base: Settings, key: str) -> list[tuple[str, Any]]:
+    dist = cfg.search.get(key)
+    if dist is None:
+        return [(f"fixed.{key}", getattr(base, key))]
+    if isinstance(dist, CategoricalDist):
+        return [(f"search.{key}.choices.{i}", v) for i, v in enumerate(dist.choices)]
+    return [(f"search.{key}.high", dist.high)]
+
+
+@functools.lru_cache(maxsize=4)
+def task_data(task: DataConfig) -> TaskData:
+    """The task's data, loaded once per process: validation and every trial of a worker share it."""
+    from models.data import load_task  # torch: only when a file must be read
+
+    return load_task(task)
+
+
+def data_shape(task: DataConfig) -> tuple[int, int] | None:
+    """(longest sequence, training sequences) where known without reading a file."""
+    source = task.source
+    if source in ("adding", "sine"):
+        return task.seq_len, task.n_train  # type: ignore[union-attr]
+    if source == "copy":
+        return 2 * task.copy_len + task.delay + 1, task.n_train  # type: ignore[union-attr]
+    if source == "text":
+        return task.seq_len, math.inf  # type: ignore[union-attr, return-value]
+    return None

@@ -1,0 +1,127 @@
+"""One trial: sampled settings -> training with pruning and an epoch record -> its MLflow run.
+
+`Objective.__call__` reads top to bottom: suggest, open the run, train, return the best
+validation value(s); whatever happens, the run is closed with the trial's state and reason.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+import optuna
+import pytorch_lightning as pl
+
+from models import train
+from tuner.config import StudyConfig, task_data
+from tuner.space import suggest
+from tuner.tracking import Tracker
+
+
+class MetricNotLoggedError(ValueError):
+    """The objective names a metric that training never logs."""
+
+
+class PruningCallback(pl.Callback):
+    """Reports the monitored validation metric to the trial each epoch; stops pruned trials."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        self.trial, self.monitor = trial, monitor
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        row = pl_module.history[-1]  # written after this epoch's validation
+        if self.monitor not in row:
+            raise MetricNotLoggedError(
+                f"metric {self.monitor!r} is never logged; logged: {', '.join(sorted(row))}"
+            )
+        epoch = int(row["epoch"])
+        self.trial.report(float(row[self.monitor]), step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(
+                f"pruned at epoch {epoch} ({self.monitor}={row[self.monitor]:.5g})"
+            )
+
+
+class EpochRecorder(pl.Callback):
+    """Keeps each epoch's metrics with a timestamp, and the parameter count, even if training fails."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+        self.n_params = 0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.n_params = sum(p.numel() for p in pl_module.parameters())
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.history.append({**pl_module.history[-1], "time_ms": time.time() * 1000})
+
+
+class Objective:
+    def __init__(self, cfg: StudyConfig, tracker: Tracker, parent_id: str, interrupts: Any) -> None:
+        self.cfg, self.tracker, self.parent_id, self.interrupts = (
+            cfg,
+            tracker,
+            parent_id,
+            interrupts,
+        )
+        self.metrics = [o.metric for o in cfg.objectives]
+        self.monitor = next(m for m in self.metrics if m != "n_params")
+        self.prunes = cfg.pruner_name != "none"
+        self.tags = {
+            "rnn_tuner.study": cfg.study.name,
+            "sampler": cfg.sampler.name,
+            "pruner": cfg.pruner_name,
+        }
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        settings, _ = suggest(trial, self.cfg)
+        params = {
+            **settings.to_dict(),
+            **{f"task.{k}": v for k, v in asdict(self.cfg.task).items()},
+        }
+        run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
+        if run_id:  # lets any worker close this run if ours dies mid-trial
+            trial.set_user_attr("mlflow_run_id", run_id)
+        recorder = EpochRecorder()
+        callbacks: list[pl.Callback] = [recorder]
+        if self.prunes:
+            callbacks.append(PruningCallback(trial, self.monitor))
+        state, reason, started = "FAIL", None, time.perf_counter()
+        try:
+            with self.interrupts.armed():
+                train(settings, task_data(self.cfg.task), monitor=self.monitor, callbacks=callbacks)
+            values = [
+                self._best(recorder, m, d)
+                for m, d in zip(self.metrics, self.cfg.directions, strict=True)
+            ]
+            state = "COMPLETE"
+            return values[0] if len(values) == 1 else values
+        except optuna.TrialPruned:
+            state = "PRUNED"
+            raise
+        except BaseException as e:
+            reason = f"{type(e).__name__}: {e}"
+            trial.set_user_attr("fail_reason", reason)
+            raise
+        finally:
+            summary = {
+                "wall_time_s": time.perf_counter() - started,
+                "n_params": recorder.n_params,
+                "epochs": len(recorder.history),
+            }
+            if state == "COMPLETE":
+                summary.update(
+                    {f"objective_{m}": v for m, v in zip(self.metrics, values, strict=True)}
+                )
+            self.tracker.finish_trial(run_id, state, recorder.history, summary, reason)
+
+    @staticmethod
+    def _best(recorder: EpochRecorder, metric: str, direction: str) -> float:
+        """The best validation value reached during training, not the last epoch's."""
+        if metric == "n_params":
+            return float(recorder.n_params)
+        values = [row[metric] for row in recorder.history if metric in row]
+        if not values:
+            raise MetricNotLoggedError(f"metric {metric!r} was never logged")
+        return max(values) if direction == "maximize" else min(values)

@@ -1,0 +1,68 @@
+"""Read a study back: trials by state, the best trial, its parameters as a study-file block."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import optuna
+import yaml
+
+from tuner.study import make_storage
+from tuner.urls import redact
+
+
+class NoSuchStudy(LookupError):
+    """The storage holds no study of that name."""
+
+
+def _load(storage_url: str, name: str) -> optuna.Study:
+    storage = make_storage(storage_url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if name not in names:
+        listed = ", ".join(names) or "none"
+        raise NoSuchStudy(f"no study {name!r} in {redact(storage_url)}; studies there: {listed}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return [study.best_trial] if len(study.directions) == 1 else study.best_trials
+    except ValueError:
+        return []
+
+
+def status_text(storage_url: str, name: str | None) -> str:
+    if name is None:
+        summaries = optuna.get_all_study_summaries(make_storage(storage_url))
+        if not summaries:
+            return f"no studies in {redact(storage_url)}"
+        return "\n\n".join(status_text(storage_url, s.study_name) for s in summaries)
+    study = _load(storage_url, name)
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state.name for t in trials)
+    lines = [
+        f"study {name!r}: {len(trials)} trial(s): "
+        + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())),
+        f"directions: {', '.join(d.name.lower() for d in study.directions)}",
+    ]
+    for t in _best_trials(study):
+        values = ", ".join(f"{v:.6g}" for v in t.values)
+        lines.append(f"best: trial {t.number} value {values}")
+        lines += [f"  {k}: {v}" for k, v in t.params.items()]
+    return "\n".join(lines)
+
+
+def best_yaml(storage_url: str, name: str) -> str:
+    study = _load(storage_url, name)
+    best = _best_trials(study)
+    if not best:
+        raise NoSuchStudy(
+            f"study {name!r} has no complete trial yet; see `rnn-tuner status {name}`"
+        )
+    t = best[0]
+    values = ", ".join(f"{v:.6g}" for v in t.values)
+    head = (
+        f"# best trial of study {name!r}: trial {t.number}, value {values}\n"
+        "# paste into a study file; remove these names from its `search:` block\n"
+    )
+    return head + yaml.safe_dump({"fixed": t.params}, sort_keys=False)

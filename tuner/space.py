@@ -1,0 +1,62 @@
+"""Search space -> `trial.suggest_*` calls; fixed + sampled values -> the trial's `Settings`.
+
+Parameters are suggested in the study file's order, so a `when:` condition can look at a value
+sampled above it; a parameter whose condition does not hold is not suggested at all and the
+trial uses the fixed value or the default (e.g. momentum only for SGD).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import replace
+from typing import Any
+
+import optuna
+
+from models.config import Settings
+from tuner.config import CategoricalDist, FloatDist, IntDist, StudyConfig
+
+_COMPARE = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+    "in": lambda a, b: a in b,
+}
+
+
+def suggest(trial: optuna.Trial, cfg: StudyConfig) -> tuple[Settings, dict[str, Any]]:
+    """Sample this trial's parameters; returns (settings, sampled values by name)."""
+    base = cfg.base_settings()
+    sampled: dict[str, Any] = {}
+    for name, dist in cfg.search.items():
+        if dist.when and not _holds(dist.when, {**base.to_dict(), **sampled}):
+            continue
+        sampled[name] = _suggest_one(trial, name, dist)
+    return replace(base, **sampled), sampled
+
+
+def _suggest_one(trial: optuna.Trial, name: str, dist: Any) -> Any:
+    if isinstance(dist, FloatDist):
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
+    if isinstance(dist, IntDist):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log, step=dist.step)
+    assert isinstance(dist, CategoricalDist)
+    return trial.suggest_categorical(name, dist.choices)
+
+
+def _holds(when: dict[str, Any], values: dict[str, Any]) -> bool:
+    """`{optimizer: sgd}` or `{num_layers: {gt: 1}}` or `{cell: {in: [lstm, gru]}}`: all must hold."""
+    for name, cond in when.items():
+        value = values.get(name)
+        tests = cond.items() if isinstance(cond, dict) else [("eq", cond)]
+        if not all(_COMPARE[op](value, ref) for op, ref in tests):
+            return False
+    return True
+
+
+def grid_space(cfg: StudyConfig) -> dict[str, list[Any]]:
+    """The grid sampler's search space: every categorical choice."""
+    return {name: list(d.choices) for name, d in cfg.search.items()}  # type: ignore[union-attr]

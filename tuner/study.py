@@ -1,0 +1,131 @@
+"""Storage URL, sampler, pruner and heartbeat -> an Optuna study, created once and loaded by
+every other worker that names the same storage and study.
+
+Samplers and pruners are plain dicts from name to Optuna constructor: Optuna's own classes are the
+plug-in interface. The study file's `options:` are passed as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+
+from tuner.config import StudyConfig
+from tuner.space import grid_space
+from tuner.urls import is_sqlite, redact
+
+HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
+GRACE_PERIOD = 60  # a trial silent this long belongs to a dead worker: FAIL, then retried
+PARENT_ATTR = "mlflow_parent_run_id"  # study user attribute shared by every worker
+
+
+class StorageError(RuntimeError):
+    """The study database cannot be reached or used."""
+
+
+def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+    s = optuna.samplers
+    options = dict(cfg.sampler.options)
+    seeded = {"seed": options.pop("seed", cfg.seed)}
+    table: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
+        # Constant liar: parallel workers do not all receive the same promising parameters.
+        "tpe": lambda: s.TPESampler(**{"constant_liar": True, **seeded, **options}),
+        "random": lambda: s.RandomSampler(**seeded, **options),
+        "grid": lambda: s.GridSampler(grid_space(cfg), **seeded, **options),
+        "cmaes": lambda: s.CmaEsSampler(**seeded, **options),
+        "qmc": lambda: s.QMCSampler(**seeded, **options),
+        "gp": lambda: s.GPSampler(**seeded, **options),
+        "nsgaii": lambda: s.NSGAIISampler(**seeded, **options),
+    }
+    return _build("sampler", cfg.sampler.name, table)
+
+
+def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    p = optuna.pruners
+    options = dict(cfg.pruner.options) if cfg.pruner else {}
+    table: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
+        "median": lambda: p.MedianPruner(**{"n_startup_trials": 4, "n_warmup_steps": 2, **options}),
+        "percentile": lambda: p.PercentilePruner(
+            **{"percentile": 25.0, "n_startup_trials": 4, "n_warmup_steps": 2, **options}
+        ),
+        "successive-halving": lambda: p.SuccessiveHalvingPruner(**options),
+        "hyperband": lambda: p.HyperbandPruner(
+            **{"max_resource": cfg.budget.max_epochs, **options}
+        ),
+        "none": lambda: p.NopPruner(**options),
+    }
+    return _build("pruner", cfg.pruner_name, table)
+
+
+def _build(kind: str, name: str, table: dict[str, Callable[[], Any]]) -> Any:
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; valid: {', '.join(table)}")
+    try:
+        return table[name]()
+    except TypeError as e:  # a misspelt option reaches Optuna's constructor
+        raise ValueError(f"{kind} {name}: bad option ({e}); see Optuna's documentation") from e
+
+
+def make_storage(url: str, stale_trial_callback: Callable[..., None] | None = None) -> RDBStorage:
+    """An RDB storage with heartbeats; PostgreSQL connections pre-pinged and pooled."""
+    if is_sqlite(url):
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}}
+    else:
+        engine_kwargs = {
+            "pool_pre_ping": True,  # a restarted server or an idle timeout costs one reconnect
+            "pool_size": 2,
+            "max_overflow": 2,
+            "pool_recycle": 1800,
+            "connect_args": {"connect_timeout": 10},
+        }
+    try:
+        return RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_INTERVAL,
+            grace_period=GRACE_PERIOD,
+            heartbeat_stale_trial_callback=stale_trial_callback,
+        )
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy and driver errors vary by backend
+        raise StorageError(
+            f"cannot open the study database {redact(url)}: {redact(str(e).splitlines()[0])}. "
+            "Check that the server is running and the URL (--storage, RNN_TUNER_STORAGE or "
+            "study.storage) is right."
+        ) from e
+
+
+def open_study(cfg: StudyConfig, storage: RDBStorage, name: str) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it when it exists; returns (study, created_here)."""
+    sampler, pruner = make_sampler(cfg), make_pruner(cfg)
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            sampler=sampler,
+            pruner=pruner,
+            directions=cfg.directions,
+        )
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
+    existing = [d.name.lower() for d in study.directions]
+    if existing != cfg.directions:
+        raise ValueError(
+            f"study {name!r} already exists with directions {existing}, but the study file asks "
+            f"for {cfg.directions}; pick another --study-name or restore the objective"
+        )
+    return study, False
+
+
+def wait_for_attr(study: optuna.Study, key: str, timeout: float = 30.0) -> Any:
+    """Poll a user attribute that the study's creator sets right after creating it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = study.user_attrs.get(key)
+        if value is not None or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)

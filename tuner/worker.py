@@ -1,0 +1,229 @@
+"""A worker: one long-lived process that runs trials of one study until its budget is spent.
+
+Many workers, on one machine or many, run this same loop against one storage URL. The study is
+created by the first and loaded by the rest; the first also opens the study's MLflow parent run
+and keeps its id in the study, where every other worker reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.config import StudyConfig
+from tuner.objective import Objective
+from tuner.study import GRACE_PERIOD, PARENT_ATTR, make_storage, open_study, wait_for_attr
+from tuner.tracking import Tracker
+from tuner.urls import redact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunRequest:
+    cfg: StudyConfig
+    storage: str
+    tracking_uri: str
+    study_name: str
+    n_trials: int | None = None  # trials this worker runs; None: until timeout or Ctrl-C
+    timeout: float | None = None  # seconds after which no new trial starts
+    study_file: Path | None = None  # logged as an artifact of a new parent run
+    progress: bool = True
+
+
+@dataclass
+class RunSummary:
+    study_name: str
+    parent_run_id: str
+    states: Counter = field(default_factory=Counter)
+    interrupted_by: str | None = None
+
+
+class TrialInterrupted(Exception):
+    """SIGINT or SIGTERM arrived during training: the trial ends as FAIL and is recorded."""
+
+
+class Interrupts:
+    """SIGINT / SIGTERM fail the trial in training and stop the worker after recording it.
+
+    The signal only raises while armed (during training): a signal that arrives while Optuna or
+    MLflow is writing lets the write finish, then the loop stops.
+    """
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._armed = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Interrupts:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = signal.Signals(signum).name
+        if self._armed:
+            self._armed = False
+            raise TrialInterrupted(f"interrupted by {self.requested}")
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[None]:
+        self._armed = self.requested is None
+        try:
+            if self.requested:
+                raise TrialInterrupted(f"interrupted by {self.requested}")
+            yield
+        finally:
+            self._armed = False
+
+
+class StaleTrialHandler:
+    """Runs in whichever worker notices a dead worker's trial: closes its MLflow run, queues a retry."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        reason = f"worker lost: no heartbeat for {GRACE_PERIOD} s; retried with the same parameters"
+        self.tracker.finish_trial(trial.user_attrs.get("mlflow_run_id"), "FAIL", [], {}, reason)
+        self.retry(study, trial)
+
+
+def run_worker(req: RunRequest) -> RunSummary:
+    cfg = req.cfg
+    tracker = Tracker(req.tracking_uri, cfg.experiment_name())
+    storage = make_storage(req.storage, StaleTrialHandler(tracker))
+    study, created = open_study(cfg, storage, req.study_name)
+    parent_id = _attach_parent(study, created, tracker, req)
+    if created:
+        for params in cfg.enqueue:
+            study.enqueue_trial(params, skip_if_exists=True)
+
+    summary = RunSummary(req.study_name, parent_id)
+    progress = _Progress(req, summary) if req.progress else None
+    deadline = None if req.timeout is None else time.monotonic() + req.timeout
+
+    def on_trial_end(study: optuna.Study, trial: FrozenTrial) -> None:
+        summary.states[trial.state.name] += 1
+        best = _best(study)
+        if best is not None:
+            tracker.update_best(parent_id, best, sum(summary.states.values()))
+        if progress:
+            progress.update(trial, best)
+
+    with Interrupts() as interrupts:
+        objective = Objective(cfg, tracker, parent_id, interrupts)
+        while interrupts.requested is None:
+            if req.n_trials is not None and sum(summary.states.values()) >= req.n_trials:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            # One trial per call: Optuna runs heartbeats and fails stale trials around it.
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[on_trial_end])
+    summary.interrupted_by = interrupts.requested
+    if progress:
+        progress.close()
+    tracker.close_parent(parent_id)
+    return summary
+
+
+def _attach_parent(study: optuna.Study, created: bool, tracker: Tracker, req: RunRequest) -> str:
+    """The study's one parent run: made by the creator, found through the study by the others."""
+    parent_id = None if created else wait_for_attr(study, PARENT_ATTR)
+    if parent_id is not None and tracker.has_run(parent_id):
+        tracker.reopen_parent(parent_id)
+        return parent_id
+    tags = {
+        "storage": redact(req.storage),
+        "sampler": req.cfg.sampler.name,
+        "pruner": req.cfg.pruner_name,
+        "objective": ",".join(o.metric for o in req.cfg.objectives),
+    }
+    new_id = tracker.create_parent(study.study_name, tags)
+    if parent_id is None:
+        study.set_user_attr(PARENT_ATTR, new_id)
+    else:
+        log.warning(
+            "the study's parent run %s is not in this tracking store; this worker's trials go "
+            "under a new parent run %s",
+            parent_id,
+            new_id,
+        )
+    if req.study_file is not None:
+        tracker.log_artifact(new_id, str(req.study_file))
+    return new_id
+
+
+def _best(study: optuna.Study) -> dict[str, Any] | None:
+    """The best trial (single objective) or the first of the Pareto front, as a plain dict."""
+    try:
+        if len(study.directions) == 1:
+            t = study.best_trial
+            return {"number": t.number, "values": {"value": t.value}, "params": t.params}
+        front = study.best_trials
+    except ValueError:  # no complete trial yet
+        return None
+    if not front:
+        return None
+    t = front[0]
+    return {
+        "number": t.number,
+        "values": {f"value_{i}": v for i, v in enumerate(t.values)},
+        "params": t.params,
+    }
+
+
+class _Progress:
+    """A progress bar on a terminal, one line per trial otherwise (logs, CI, containers)."""
+
+    def __init__(self, req: RunRequest, summary: RunSummary) -> None:
+        from tqdm import tqdm
+
+        self.summary = summary
+        self.tty = sys.stderr.isatty()
+        self.bar = tqdm(total=req.n_trials, unit="trial", disable=not self.tty, file=sys.stderr)
+        self.started = time.perf_counter()
+
+    def update(self, trial: FrozenTrial, best: dict[str, Any] | None) -> None:
+        states = self.summary.states
+        counts = f"complete {states['COMPLETE']} pruned {states['PRUNED']} failed {states['FAIL']}"
+        best_text = (
+            "-"
+            if best is None
+            else (f"{_fmt(list(best['values'].values()))} (trial {best['number']})")
+        )
+        if self.tty:
+            self.bar.set_postfix_str(f"{counts} | best {best_text}")
+            self.bar.update(1)
+            return
+        value = "" if trial.values is None else f" {_fmt(trial.values)}"
+        reason = trial.user_attrs.get("fail_reason", "") if trial.state == TrialState.FAIL else ""
+        print(
+            f"trial {trial.number} {trial.state.name}{value}{' - ' + reason if reason else ''} | "
+            f"{counts} | best {best_text} | {time.perf_counter() - self.started:.0f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.5g}" for v in values)
