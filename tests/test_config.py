@@ -30,7 +30,15 @@ def test_every_shipped_study_validates_and_says_how_to_run_it(path: Path, monkey
 
 def test_quickstart_searches_the_six_settings_and_the_cell():
     cfg = load_study_file(STUDIES / "quickstart.yaml")
-    assert {"lr", "batch_size", "hidden_size", "num_layers", "dropout", "truncation", "cell"} <= set(cfg.search)
+    assert {
+        "lr",
+        "batch_size",
+        "hidden_size",
+        "num_layers",
+        "dropout",
+        "truncation",
+        "cell",
+    } <= set(cfg.search)
     assert None in cfg.search["truncation"].choices  # full BPTT is one of the options
 
 
@@ -43,7 +51,12 @@ def test_a_file_with_many_mistakes_gets_one_message_naming_each(tmp_path: Path):
             "hidden_size": {"type": "int", "low": 64, "high": 16},
             "truncation": {"type": "categorical", "choices": [None, 50]},
             "batch_size": {"type": "categorical", "choices": [32, 500]},
-            "dropout": {"type": "float", "low": 0.0, "high": 0.5, "when": {"num_layers": {"gt": 1}}},
+            "dropout": {
+                "type": "float",
+                "low": 0.0,
+                "high": 0.5,
+                "when": {"num_layers": {"gt": 1}},
+            },
         },
         objective={"metric": "val_acc"},
         sampler={"name": "bogus"},
@@ -80,17 +93,33 @@ def test_objective_metric_must_be_measured_by_the_task(tmp_path: Path):
 
 def test_multi_objective_refuses_a_pruner():
     with pytest.raises(StudyFileError, match="cannot prune multi-objective"):
-        parse_study(tiny_study(objective=[{"metric": "val_mse"}, {"metric": "n_params"}],
-                               pruner={"name": "median"}))
-    cfg = parse_study(tiny_study(objective=[{"metric": "val_mse"}, {"metric": "n_params"}],
-                                 pruner=None, sampler={"name": "nsgaii"}))
+        parse_study(
+            tiny_study(
+                objective=[{"metric": "val_mse"}, {"metric": "n_params"}], pruner={"name": "median"}
+            )
+        )
+    cfg = parse_study(
+        tiny_study(
+            objective=[{"metric": "val_mse"}, {"metric": "n_params"}],
+            pruner=None,
+            sampler={"name": "nsgaii"},
+        )
+    )
     assert cfg.directions == ["minimize", "minimize"] and cfg.pruner_name == "none"
 
 
 def test_missing_data_file_names_the_path(tmp_path: Path):
     with pytest.raises(StudyFileError) as e:
-        parse_study(tiny_study(task={"source": "npz", "path": str(tmp_path / "nope.npz"),
-                                     "target": "classification"}, objective={"metric": "val_acc"}))
+        parse_study(
+            tiny_study(
+                task={
+                    "source": "npz",
+                    "path": str(tmp_path / "nope.npz"),
+                    "target": "classification",
+                },
+                objective={"metric": "val_acc"},
+            )
+        )
     assert "task.path: data file not found" in str(e.value) and "nope.npz" in str(e.value)
 
 

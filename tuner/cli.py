@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from tuner.urls import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+from tuner.urls import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, absolute_sqlite
 
 STORAGE_ENV = "RNN_TUNER_STORAGE"
 TRACKING_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own convention
@@ -37,7 +37,14 @@ def _load(path: Path):  # noqa: ANN202 - StudyConfig, imported lazily
 
 
 def _storage(cli_value: str | None, file_value: str | None = None) -> str:
-    return cli_value or os.environ.get(STORAGE_ENV) or file_value or DEFAULT_STORAGE
+    return absolute_sqlite(
+        cli_value or os.environ.get(STORAGE_ENV) or file_value or DEFAULT_STORAGE
+    )
+
+
+def _tracking_uri(cli_value: str | None, file_value: str | None) -> str:
+    uri = cli_value or os.environ.get(TRACKING_ENV) or file_value or DEFAULT_TRACKING_URI
+    return absolute_sqlite(uri)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -96,6 +103,7 @@ def run(
     """Create or resume the study and run trials; a second run adds trials to the same study."""
     cfg = _load(study_file)
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # only matters for a file:// URI
+    _quiet_libraries()
 
     from tuner.study import StorageError
     from tuner.tracking import TrackingError
@@ -105,10 +113,7 @@ def run(
     req = RunRequest(
         cfg=cfg,
         storage=_storage(storage, cfg.study.storage),
-        tracking_uri=tracking_uri
-        or os.environ.get(TRACKING_ENV)
-        or cfg.tracking.uri
-        or DEFAULT_TRACKING_URI,
+        tracking_uri=_tracking_uri(tracking_uri, cfg.tracking.uri),
         study_name=study_name or cfg.study.name,
         n_trials=n_trials or cfg.budget.n_trials,
         timeout=timeout or cfg.budget.timeout,
@@ -131,6 +136,19 @@ def run(
         sys.exit(130)
 
 
+def _quiet_libraries() -> None:
+    """Our own line per trial replaces Optuna's log; experimental-feature notices are ours to heed."""
+    import logging
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 @main.command()
 @click.argument("study", required=False)
 @_storage_option
@@ -138,6 +156,7 @@ def status(study: str | None, storage: str | None) -> None:
     """Trials by state, best value and parameters (every study when STUDY is omitted)."""
     from tuner.report import status_text
 
+    _quiet_libraries()
     _with_study_errors(lambda: click.echo(status_text(_storage(storage), study)))
 
 
@@ -148,6 +167,7 @@ def best(study: str, storage: str | None) -> None:
     """The best parameters as a `fixed:` YAML block to paste back into a study file."""
     from tuner.report import best_yaml
 
+    _quiet_libraries()
     _with_study_errors(lambda: click.echo(best_yaml(_storage(storage), study), nl=False))
 
 

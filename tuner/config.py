@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from models.data.base import TaskData
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "gp", "nsgaii")
-PRUNERS = ("median", "percentile", "successive-halving", "hyperband", "none")
+PRUNERS = ("median", "percentile", "successive-halving", "hyperband", "threshold", "none")
 # Metrics each task logs on the validation set (models.module), plus the parameter count.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("val_loss", "val_acc"),
@@ -247,9 +247,7 @@ def _describe(err: dict[str, Any]) -> str:
     where = ".".join(loc) or "(top level)"
     got = err.get("input")
     quiet = ("missing", "extra_forbidden", "unexpected_keyword_argument", "union_tag_invalid")
-    if err["type"] not in quiet and not isinstance(
-        got, dict
-    ):
+    if err["type"] not in quiet and not isinstance(got, dict):
         msg += f" (got {got!r})"
     return f"{where}: {msg}"
 
@@ -267,7 +265,9 @@ def _cross_checks(cfg: StudyConfig, failed: set[str]) -> list[str]:
             if name in BUDGET_KEYS:
                 problems.append(f"{block}.{name}: set it as budget.{name}")
             elif name not in known:
-                problems.append(f"{block}.{name}: unknown setting; valid: {', '.join(sorted(known))}")
+                problems.append(
+                    f"{block}.{name}: unknown setting; valid: {', '.join(sorted(known))}"
+                )
             else:
                 continue
             bad.add(name)
@@ -276,17 +276,20 @@ def _cross_checks(cfg: StudyConfig, failed: set[str]) -> list[str]:
             problems.append(f"search.{name}: also in fixed; keep it in one of the two")
             bad.add(name)
     # The checks below assume every remaining name is a setting.
-    cfg = cfg.model_copy(update={
-        "fixed": {k: v for k, v in cfg.fixed.items() if k not in bad},
-        "search": {k: v for k, v in cfg.search.items() if k not in bad},
-    })
+    cfg = cfg.model_copy(
+        update={
+            "fixed": {k: v for k, v in cfg.fixed.items() if k not in bad},
+            "search": {k: v for k, v in cfg.search.items() if k not in bad},
+        }
+    )
     base = _checked_fixed(cfg, problems)
     for name, dist in cfg.search.items():
         problems += _check_distribution(name, dist, base, cfg)
     for i, params in enumerate(cfg.enqueue):
         problems += [
             f"enqueue.{i}.{key}: not a searched parameter; searched: {', '.join(cfg.search)}"
-            for key in params if key not in cfg.search
+            for key in params
+            if key not in cfg.search
         ]
     if not failed & {"task", "objective"}:
         problems += _check_objectives(cfg)
@@ -345,7 +348,8 @@ def _check_distribution(name: str, dist: Any, base: Settings, cfg: StudyConfig) 
             ops = test.keys() if isinstance(test, dict) else []
             problems += [
                 f"{where}.when.{cond}.{op}: unknown comparison; valid: {', '.join(COMPARISONS)}"
-                for op in ops if op not in COMPARISONS
+                for op in ops
+                if op not in COMPARISONS
             ]
             if cond not in cfg.search or list(cfg.search).index(cond) >= list(cfg.search).index(
                 name

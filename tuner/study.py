@@ -27,10 +27,10 @@ class StorageError(RuntimeError):
     """The study database cannot be reached or used."""
 
 
-def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(cfg: StudyConfig, seed: int | None) -> optuna.samplers.BaseSampler:
     s = optuna.samplers
     options = dict(cfg.sampler.options)
-    seeded = {"seed": options.pop("seed", cfg.seed)}
+    seeded = {"seed": options.pop("seed", seed)}
     table: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
         # Constant liar: parallel workers do not all receive the same promising parameters.
         "tpe": lambda: s.TPESampler(**{"constant_liar": True, **seeded, **options}),
@@ -56,6 +56,9 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
         "hyperband": lambda: p.HyperbandPruner(
             **{"max_resource": cfg.budget.max_epochs, **options}
         ),
+        "threshold": lambda: p.ThresholdPruner(
+            **options
+        ),  # e.g. {upper: 1.0}: stop diverging trials
         "none": lambda: p.NopPruner(**options),
     }
     return _build("pruner", cfg.pruner_name, table)
@@ -100,17 +103,19 @@ def make_storage(url: str, stale_trial_callback: Callable[..., None] | None = No
 
 def open_study(cfg: StudyConfig, storage: RDBStorage, name: str) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when it exists; returns (study, created_here)."""
-    sampler, pruner = make_sampler(cfg), make_pruner(cfg)
+    pruner = make_pruner(cfg)
     try:
         study = optuna.create_study(
             storage=storage,
             study_name=name,
-            sampler=sampler,
+            sampler=make_sampler(cfg, cfg.seed),
             pruner=pruner,
             directions=cfg.directions,
         )
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
+        # A joining or resuming worker must not replay the creator's seeded random draws.
+        sampler = make_sampler(cfg, seed=None)
         study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
     existing = [d.name.lower() for d in study.directions]
     if existing != cfg.directions:
