@@ -7,7 +7,7 @@ the union `DataConfig`. Paths are relative to the working directory unless absol
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
 # Read by pydantic when the tuner validates a study file: an unknown key is an error.
 _STRICT: dict[str, Any] = {"extra": "forbid"}
@@ -123,7 +123,7 @@ class TaggedData:
     seed: int = 0  # shuffles sentences into the split
 
 
-DataConfig = Union[AddingData, CopyData, SineData, NpzData, CsvData, TextData, TaggedData]
+DataConfig = AddingData | CopyData | SineData | NpzData | CsvData | TextData | TaggedData
 SOURCES: dict[str, type] = {
     c.__dataclass_fields__["source"].default: c  # type: ignore[attr-defined]
     for c in (AddingData, CopyData, SineData, NpzData, CsvData, TextData, TaggedData)
