@@ -92,6 +92,20 @@ def validate(study_file: Path) -> None:
     help=f"MLflow tracking URI. Default: ${TRACKING_ENV}, else tracking.uri, else "
     f"{DEFAULT_TRACKING_URI}.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes on this machine, each with its share of the CPU threads.",
+)
+@click.option(
+    "--max-trials",
+    type=click.IntRange(min=1),
+    metavar="M",
+    help="Stop when the study holds M trials, counted across every worker on every "
+    "machine (default: budget.max_trials).",
+)
 def run(
     study_file: Path,
     n_trials: int | None,
@@ -99,16 +113,18 @@ def run(
     storage: str | None,
     study_name: str | None,
     tracking_uri: str | None,
+    workers: int,
+    max_trials: int | None,
 ) -> None:
-    """Create or resume the study and run trials; a second run adds trials to the same study."""
+    """Create or resume the study and run trials; a second run adds trials to the same study.
+
+    The same command on other machines, with the same --storage URL, joins the same study."""
     cfg = _load(study_file)
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # only matters for a file:// URI
     _quiet_libraries()
 
-    from tuner.study import StorageError
-    from tuner.tracking import TrackingError
-    from tuner.urls import redact
-    from tuner.worker import RunRequest, run_worker
+    from tuner.launch import RunRequest, run_workers
+    from tuner.urls import is_sqlite, redact
 
     req = RunRequest(
         cfg=cfg,
@@ -118,22 +134,55 @@ def run(
         n_trials=n_trials or cfg.budget.n_trials,
         timeout=timeout or cfg.budget.timeout,
         study_file=study_file,
+        max_trials=max_trials or cfg.budget.max_trials,
     )
+    if workers > 1 and is_sqlite(req.storage):
+        _fail(
+            f"--workers {workers} needs a database that several processes can write at once; "
+            f"{redact(req.storage)} is SQLite, which is for one process. Use a PostgreSQL URL "
+            "(--storage postgresql+psycopg://USER:PASSWORD@HOST:5432/DB, see docs/team.md), "
+            "or run one worker.",
+            code=2,
+        )
     click.echo(
         f"study {req.study_name!r} in {redact(req.storage)}; MLflow at {redact(req.tracking_uri)}",
         err=True,
     )
+    if workers > 1:
+        _preflight(req)
+        code = run_workers(req, workers)
+        if code == 130:
+            click.echo(
+                "interrupted: running trials were recorded as failed; run again to resume", err=True
+            )
+        sys.exit(code)
+
+    from tuner.study import StorageError
+    from tuner.tracking import TrackingError
+    from tuner.worker import run_worker
+
     try:
         summary = run_worker(req)
     except (StorageError, TrackingError, ValueError) as e:
         _fail(str(e))
-    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.states.items())) or "no trials"
-    click.echo(f"study {summary.study_name!r}: {states}; MLflow parent run {summary.parent_run_id}")
+    click.echo(summary.line())
     if summary.interrupted_by == "SIGINT":
         click.echo(
             "interrupted: the running trial was recorded as failed; run again to resume", err=True
         )
         sys.exit(130)
+
+
+def _preflight(req) -> None:  # noqa: ANN001 - RunRequest
+    """Reach the database and the tracking store once, so N workers do not fail N times."""
+    from tuner.study import StorageError, make_storage
+    from tuner.tracking import Tracker, TrackingError
+
+    try:
+        make_storage(req.storage).engine.dispose()
+        Tracker(req.tracking_uri, req.cfg.experiment_name())
+    except (StorageError, TrackingError) as e:
+        _fail(str(e))
 
 
 def _quiet_libraries() -> None:

@@ -72,6 +72,18 @@ class _Strict(BaseModel):
 class StudyBlock(_Strict):
     name: str = Field(min_length=1)
     storage: str | None = None  # overridden by --storage and RNN_TUNER_STORAGE
+    heartbeat_interval: int = Field(default=10, ge=1)  # seconds between a trial's heartbeats
+    # A trial silent this long belongs to a dead worker: it fails and is queued again.
+    grace_period: int = Field(default=60, ge=1)
+
+    @model_validator(mode="after")
+    def _grace_after_heartbeat(self) -> StudyBlock:
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(
+                f"grace_period ({self.grace_period}) must be longer than heartbeat_interval "
+                f"({self.heartbeat_interval}), or live workers would be declared dead"
+            )
+        return self
 
 
 class FloatDist(_Strict):
@@ -113,6 +125,7 @@ class NamedPlugin(_Strict):
 
 class Budget(_Strict):
     n_trials: int | None = Field(default=None, ge=1)
+    max_trials: int | None = Field(default=None, ge=1)  # the study's total, across all workers
     timeout: float | None = Field(default=None, gt=0)  # seconds for this run of the command
     max_epochs: int = Field(default=20, ge=1)
 

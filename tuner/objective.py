@@ -58,13 +58,17 @@ class EpochRecorder(pl.Callback):
 
 
 class Objective:
-    def __init__(self, cfg: StudyConfig, tracker: Tracker, parent_id: str, interrupts: Any) -> None:
-        self.cfg, self.tracker, self.parent_id, self.interrupts = (
-            cfg,
-            tracker,
-            parent_id,
-            interrupts,
-        )
+    def __init__(
+        self,
+        cfg: StudyConfig,
+        tracker: Tracker,
+        parent_id: str,
+        interrupts: Any,
+        worker_index: int | None = None,
+    ) -> None:
+        self.cfg, self.tracker, self.parent_id = cfg, tracker, parent_id
+        self.interrupts = interrupts
+        self.trainer_kwargs = _device(worker_index)
         self.metrics = [o.metric for o in cfg.objectives]
         self.monitor = next(m for m in self.metrics if m != "n_params")
         self.prunes = cfg.pruner_name != "none"
@@ -90,7 +94,13 @@ class Objective:
         state, reason, started = "FAIL", None, time.perf_counter()
         try:
             with self.interrupts.armed():
-                train(settings, task_data(self.cfg.task), monitor=self.monitor, callbacks=callbacks)
+                train(
+                    settings,
+                    task_data(self.cfg.task),
+                    monitor=self.monitor,
+                    callbacks=callbacks,
+                    trainer_kwargs=self.trainer_kwargs,
+                )
             values = [
                 self._best(recorder, m, d)
                 for m, d in zip(self.metrics, self.cfg.directions, strict=True)
@@ -125,3 +135,12 @@ class Objective:
         if not values:
             raise MetricNotLoggedError(f"metric {metric!r} was never logged")
         return max(values) if direction == "maximize" else min(values)
+
+
+def _device(worker_index: int | None) -> dict[str, Any]:
+    """Workers of one machine share its GPUs round robin; without GPUs, Lightning's own choice."""
+    import torch
+
+    if worker_index is None or not torch.cuda.is_available():
+        return {}
+    return {"accelerator": "gpu", "devices": [worker_index % torch.cuda.device_count()]}

@@ -18,8 +18,6 @@ from tuner.config import StudyConfig
 from tuner.space import grid_space
 from tuner.urls import is_sqlite, redact
 
-HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
-GRACE_PERIOD = 60  # a trial silent this long belongs to a dead worker: FAIL, then retried
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attribute shared by every worker
 
 
@@ -73,7 +71,13 @@ def _build(kind: str, name: str, table: dict[str, Callable[[], Any]]) -> Any:
         raise ValueError(f"{kind} {name}: bad option ({e}); see Optuna's documentation") from e
 
 
-def make_storage(url: str, stale_trial_callback: Callable[..., None] | None = None) -> RDBStorage:
+def make_storage(
+    url: str,
+    stale_trial_callback: Callable[..., None] | None = None,
+    *,
+    heartbeat_interval: int = 10,
+    grace_period: int = 60,
+) -> RDBStorage:
     """An RDB storage with heartbeats; PostgreSQL connections pre-pinged and pooled."""
     if is_sqlite(url):
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}}
@@ -89,8 +93,8 @@ def make_storage(url: str, stale_trial_callback: Callable[..., None] | None = No
         return RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_INTERVAL,
-            grace_period=GRACE_PERIOD,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
             heartbeat_stale_trial_callback=stale_trial_callback,
         )
     except Exception as e:  # noqa: BLE001 - SQLAlchemy and driver errors vary by backend

@@ -12,42 +12,21 @@ import logging
 import signal
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.config import StudyConfig
+from tuner.budget import TrialBudget, release_slot, trials_counted
+from tuner.launch import RunRequest, RunSummary
 from tuner.objective import Objective
-from tuner.study import GRACE_PERIOD, PARENT_ATTR, make_storage, open_study, wait_for_attr
+from tuner.study import PARENT_ATTR, make_storage, open_study, wait_for_attr
 from tuner.tracking import Tracker
 from tuner.urls import redact
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunRequest:
-    cfg: StudyConfig
-    storage: str
-    tracking_uri: str
-    study_name: str
-    n_trials: int | None = None  # trials this worker runs; None: until timeout or Ctrl-C
-    timeout: float | None = None  # seconds after which no new trial starts
-    study_file: Path | None = None  # logged as an artifact of a new parent run
-    progress: bool = True
-
-
-@dataclass
-class RunSummary:
-    study_name: str
-    parent_run_id: str
-    states: Counter = field(default_factory=Counter)
-    interrupted_by: str | None = None
 
 
 class TrialInterrupted(Exception):
@@ -93,27 +72,56 @@ class Interrupts:
 
 
 class StaleTrialHandler:
-    """Runs in whichever worker notices a dead worker's trial: closes its MLflow run, queues a retry."""
+    """Runs in whichever worker notices a dead worker's trial: closes its MLflow run, gives its
+    budget slot back and queues a retry with the same parameters."""
 
-    def __init__(self, tracker: Tracker) -> None:
-        self.tracker = tracker
+    def __init__(self, tracker: Tracker, grace_period: int) -> None:
+        self.tracker, self.grace_period = tracker, grace_period
         self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        reason = f"worker lost: no heartbeat for {GRACE_PERIOD} s; retried with the same parameters"
+        reason = f"worker lost: no heartbeat for {self.grace_period} s; queued again"
         self.tracker.finish_trial(trial.user_attrs.get("mlflow_run_id"), "FAIL", [], {}, reason)
+        release_slot(study._storage.engine, study._study_id)  # the retry takes its place
         self.retry(study, trial)
 
 
-def run_worker(req: RunRequest) -> RunSummary:
+class _Count:
+    """Trials this command runs, shared by its local workers (a multiprocessing.Value or None)."""
+
+    def __init__(self, limit: int | None, shared: Any = None) -> None:
+        self.limit, self.shared, self.local = limit, shared, 0
+
+    def claim(self) -> bool:
+        if self.limit is None:
+            return True
+        if self.shared is None:
+            self.local += 1
+            return self.local <= self.limit
+        with self.shared.get_lock():
+            self.shared.value += 1
+            return self.shared.value <= self.limit
+
+
+def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
     cfg = req.cfg
     tracker = Tracker(req.tracking_uri, cfg.experiment_name())
-    storage = make_storage(req.storage, StaleTrialHandler(tracker))
+    grace = cfg.study.grace_period
+    storage = make_storage(
+        req.storage,
+        StaleTrialHandler(tracker, grace),
+        heartbeat_interval=cfg.study.heartbeat_interval,
+        grace_period=grace,
+    )
     study, created = open_study(cfg, storage, req.study_name)
     parent_id = _attach_parent(study, created, tracker, req)
     if created:
         for params in cfg.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
+    budget = None
+    if req.max_trials is not None:
+        budget = TrialBudget(storage.engine, study._study_id, req.max_trials, trials_counted(study))
+    count = _Count(req.n_trials, shared_count)
 
     summary = RunSummary(req.study_name, parent_id)
     progress = _Progress(req, summary) if req.progress else None
@@ -123,24 +131,44 @@ def run_worker(req: RunRequest) -> RunSummary:
         summary.states[trial.state.name] += 1
         best = _best(study)
         if best is not None:
-            tracker.update_best(parent_id, best, sum(summary.states.values()))
+            tracker.update_best(parent_id, best, trial.number + 1)
         if progress:
             progress.update(trial, best)
 
     with Interrupts() as interrupts:
-        objective = Objective(cfg, tracker, parent_id, interrupts)
+        objective = Objective(cfg, tracker, parent_id, interrupts, req.worker_index)
         while interrupts.requested is None:
-            if req.n_trials is not None and sum(summary.states.values()) >= req.n_trials:
-                break
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            # One trial per call: Optuna runs heartbeats and fails stale trials around it.
-            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[on_trial_end])
+            if budget is not None and not budget.claim():
+                # Spent, unless a running trial's worker dies and its retry needs a worker.
+                if not _running(study):
+                    break
+                optuna.storages.fail_stale_trials(study)
+                time.sleep(cfg.study.heartbeat_interval)
+                continue
+            if not count.claim():
+                if budget is not None:
+                    budget.release()
+                break
+            try:
+                # One trial per call: Optuna runs heartbeats and fails stale trials around it.
+                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[on_trial_end])
+            except sa.exc.DBAPIError as e:  # a restarted or unreachable database: wait, go on
+                log.warning(
+                    "study database error (%s); retrying in 5 s", redact(str(e).splitlines()[0])
+                )
+                time.sleep(5)
     summary.interrupted_by = interrupts.requested
     if progress:
         progress.close()
-    tracker.close_parent(parent_id)
+    if not _running(study):  # the last worker out closes the study's parent run
+        tracker.close_parent(parent_id)
     return summary
+
+
+def _running(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def _attach_parent(study: optuna.Study, created: bool, tracker: Tracker, req: RunRequest) -> str:

@@ -1,0 +1,75 @@
+"""A trial budget shared by every worker of a study, on every machine: `--max-trials M` gives
+exactly M trials, however many workers race for the last ones.
+
+The count lives in a one-row-per-study table next to Optuna's own, in the same database; a slot
+is claimed by one atomic conditional UPDATE, so no lock is held while a trial runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import sqlalchemy as sa
+from optuna.trial import TrialState
+
+_TABLE = sa.Table(
+    "rnn_tuner_budget",
+    sa.MetaData(),
+    sa.Column("study_id", sa.Integer, primary_key=True),
+    sa.Column("claimed", sa.Integer, nullable=False),
+)
+
+
+class TrialBudget:
+    def __init__(self, engine: sa.Engine, study_id: int, limit: int, already_run: int) -> None:
+        """`already_run` counts the study's trials from before any budget: they use slots too."""
+        self.engine, self.study_id, self.limit = engine, study_id, limit
+        # Workers starting together race to create the table and the row: the loser's error
+        # only says that the winner did it.
+        with contextlib.suppress(sa.exc.ProgrammingError, sa.exc.IntegrityError):
+            _TABLE.create(engine, checkfirst=True)
+        with contextlib.suppress(sa.exc.IntegrityError), engine.begin() as conn:
+            row = conn.execute(sa.select(_TABLE.c.study_id).where(_TABLE.c.study_id == study_id))
+            if row.first() is None:
+                conn.execute(_TABLE.insert().values(study_id=study_id, claimed=already_run))
+
+    def claim(self) -> bool:
+        """Take one slot if any is left."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                _TABLE.update()
+                .where(_TABLE.c.study_id == self.study_id, _TABLE.c.claimed < self.limit)
+                .values(claimed=_TABLE.c.claimed + 1)
+            )
+            return result.rowcount == 1
+
+    def release(self) -> None:
+        """Give back a slot whose trial never ran."""
+        release_slot(self.engine, self.study_id)
+
+    @property
+    def claimed(self) -> int:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(_TABLE.c.claimed).where(_TABLE.c.study_id == self.study_id)
+            )
+            return int(row.scalar_one())
+
+
+def release_slot(engine: sa.Engine, study_id: int) -> None:
+    """Give a slot back (no-op for a study without a budget): its trial never ran, or died with
+    its worker and is queued again."""
+    with engine.begin() as conn:
+        if not sa.inspect(conn).has_table(_TABLE.name):
+            return
+        conn.execute(
+            _TABLE.update()
+            .where(_TABLE.c.study_id == study_id, _TABLE.c.claimed > 0)
+            .values(claimed=_TABLE.c.claimed - 1)
+        )
+
+
+def trials_counted(study) -> int:  # noqa: ANN001 - optuna.Study
+    """Trials that use a slot: all but those waiting to run (enqueued ones and retries)."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+    return len(study.get_trials(deepcopy=False, states=states))

@@ -1,0 +1,86 @@
+"""`rnn-tuner run --workers N`: N worker processes on this machine, one study.
+
+Each worker gets its share of the CPU threads and, where GPUs exist, its own device (round robin).
+This module imports nothing heavy at the top, so the parent process stays light.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuner.config import StudyConfig
+
+
+@dataclass
+class RunRequest:
+    cfg: StudyConfig
+    storage: str
+    tracking_uri: str
+    study_name: str
+    n_trials: int | None = None  # trials this command runs; None: until timeout or Ctrl-C
+    max_trials: int | None = None  # the study's trials in all, across every worker anywhere
+    timeout: float | None = None  # seconds after which no new trial starts
+    study_file: Path | None = None  # logged as an artifact of a new parent run
+    progress: bool = True
+    worker_index: int | None = None  # set in `--workers N` processes: GPU choice, output tag
+
+
+@dataclass
+class RunSummary:
+    study_name: str
+    parent_run_id: str
+    states: Counter = field(default_factory=Counter)
+    interrupted_by: str | None = None
+
+    def line(self) -> str:
+        states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.states.items()))
+        return (
+            f"study {self.study_name!r}: {states or 'no trials'} here; "
+            f"MLflow parent run {self.parent_run_id}"
+        )
+
+
+def run_workers(req: RunRequest, n_workers: int) -> int:
+    """Start the workers, pass SIGINT/SIGTERM on to them, and return the command's exit code."""
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited torch threads or CUDA state
+    shared = ctx.Value("i", 0)
+    procs = [
+        ctx.Process(target=_worker, args=(req, i, n_workers, shared), name=f"worker-{i}")
+        for i in range(n_workers)
+    ]
+    for p in procs:
+        p.start()
+
+    def forward(signum: int, frame: object) -> None:
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for p in procs:
+            p.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    codes = [p.exitcode or 0 for p in procs]
+    return max(codes, key=lambda c: (c == 130, c != 0, c))
+
+
+def _worker(req: RunRequest, index: int, n_workers: int, shared: Any) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
+    from tuner.worker import run_worker
+
+    req.worker_index = index  # its GPU, where there are GPUs; its tag in the progress lines
+    summary = run_worker(req, shared)
+    print(f"[w{index}] {summary.line()}", flush=True)
+    sys.exit(130 if summary.interrupted_by == "SIGINT" else 0)
