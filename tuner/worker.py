@@ -77,12 +77,14 @@ class StaleTrialHandler:
 
     def __init__(self, tracker: Tracker, grace_period: int) -> None:
         self.tracker, self.grace_period = tracker, grace_period
+        self.storage: Any = None  # the RDBStorage this handler is given to
         self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         reason = f"worker lost: no heartbeat for {self.grace_period} s; queued again"
         self.tracker.finish_trial(trial.user_attrs.get("mlflow_run_id"), "FAIL", [], {}, reason)
-        release_slot(study._storage.engine, study._study_id)  # the retry takes its place
+        study_id = self.storage.get_study_id_from_name(study.study_name)
+        release_slot(self.storage.engine, study_id)  # the retry takes its place
         self.retry(study, trial)
 
 
@@ -107,9 +109,10 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
     cfg = req.cfg
     tracker = Tracker(req.tracking_uri, cfg.experiment_name())
     grace = cfg.study.grace_period
-    storage = make_storage(
+    on_stale = StaleTrialHandler(tracker, grace)
+    storage = on_stale.storage = make_storage(
         req.storage,
-        StaleTrialHandler(tracker, grace),
+        on_stale,
         heartbeat_interval=cfg.study.heartbeat_interval,
         grace_period=grace,
     )
@@ -120,7 +123,8 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
             study.enqueue_trial(params, skip_if_exists=True)
     budget = None
     if req.max_trials is not None:
-        budget = TrialBudget(storage.engine, study._study_id, req.max_trials, trials_counted(study))
+        study_id = storage.get_study_id_from_name(study.study_name)
+        budget = TrialBudget(storage.engine, study_id, req.max_trials, trials_counted(study))
     count = _Count(req.n_trials, shared_count)
 
     summary = RunSummary(req.study_name, parent_id)

@@ -1,0 +1,242 @@
+"""Team mode on the machine's real PostgreSQL: many workers, one study, crashes survived.
+
+Workers run as real `rnn-tuner run` processes; each test creates and drops its own database.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from tests.conftest import ROOT, tiny_study, write_study
+from tuner.cli import main
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+]
+
+
+def start(workdir: Path, study_file: Path, storage: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner", "run", str(study_file), "--storage", storage, *args],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db",
+        },
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    return out
+
+
+def runs(workdir: Path, experiment: str = "tiny") -> tuple[MlflowClient, list, list]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    all_runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in all_runs if r.data.tags.get("rnn_tuner.role") == "study"]
+    children = [r for r in all_runs if r.data.tags.get("rnn_tuner.role") == "trial"]
+    return client, parents, children
+
+
+def wait_until(predicate, timeout: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_trials(storage: str, name: str = "tiny") -> list:
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return []
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+
+
+@pytest.mark.slow
+def test_four_workers_share_one_study_with_an_exact_global_cap(workdir: Path, postgres_url: str):
+    study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
+    out = finish(start(workdir, study_file, postgres_url, "--workers", "4", "--max-trials", "7"))
+
+    trials = optuna.load_study(study_name="tiny", storage=postgres_url).trials
+    assert len(trials) == 7, out
+    assert sorted(t.number for t in trials) == list(range(7))
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert out.count("[w") == 4  # every worker reported
+    _, parents, children = runs(workdir)
+    assert len(parents) == 1
+    assert sorted(int(r.data.tags["rnn_tuner.trial"]) for r in children) == list(range(7))
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    # parallel TPE (constant liar) does not hand two workers the same parameters
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 7
+
+
+@pytest.mark.slow
+def test_a_killed_worker_s_trial_fails_and_is_retried_by_a_survivor(
+    workdir: Path, postgres_url: str
+):
+    study = tiny_study(
+        study={"name": "tiny", "heartbeat_interval": 1, "grace_period": 4},
+        task={"source": "adding", "seq_len": 40, "n_train": 3000, "n_val": 64, "n_test": 64},
+        budget={"max_epochs": 4},
+    )
+    study_file = write_study(workdir / "s.yaml", study)
+    victim = start(workdir, study_file, postgres_url, "--max-trials", "3")
+    # the trial's MLflow run exists once training starts
+    wait_until(
+        lambda: any("mlflow_run_id" in t.user_attrs for t in running_trials(postgres_url)),
+        what="the first trial to start training",
+    )
+    time.sleep(1.0)
+    victim.kill()
+    victim.wait()
+
+    survivor = start(workdir, study_file, postgres_url, "--max-trials", "3")
+    finish(survivor)
+
+    trials = optuna.load_study(study_name="tiny", storage=postgres_url).trials
+    states = [t.state.name for t in trials]
+    assert states.count("FAIL") == 1 and states.count("COMPLETE") == 3, states
+    dead = next(t for t in trials if t.state.name == "FAIL")
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == dead.number)
+    assert retry.state.name == "COMPLETE" and retry.params == dead.params
+
+    _, _, children = runs(workdir)
+    assert not [r for r in children if r.info.status == "RUNNING"]
+    dead_run = next(r for r in children if r.data.tags["rnn_tuner.trial"] == str(dead.number))
+    assert dead_run.info.status == "FAILED"
+    assert dead_run.data.tags["fail_reason"].startswith("worker lost: no heartbeat for 4 s")
+
+
+def test_sigterm_fails_the_trial_in_both_records_and_exits_cleanly(
+    workdir: Path, postgres_url: str
+):
+    study = tiny_study(
+        task={"source": "adding", "seq_len": 40, "n_train": 4000, "n_val": 64, "n_test": 64},
+        budget={"n_trials": 5, "max_epochs": 50},
+    )
+    proc = start(workdir, write_study(workdir / "s.yaml", study), postgres_url)
+    wait_until(lambda: running_trials(postgres_url), what="a trial to start")
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    out = finish(proc, timeout=60)
+
+    trials = optuna.load_study(study_name="tiny", storage=postgres_url).trials
+    assert [t.state.name for t in trials] == ["FAIL"], out
+    assert trials[0].user_attrs["fail_reason"] == "TrialInterrupted: interrupted by SIGTERM"
+    _, parents, children = runs(workdir)
+    assert children[0].info.status == "FAILED"
+    assert children[0].data.tags["fail_reason"] == "TrialInterrupted: interrupted by SIGTERM"
+    assert parents[0].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_workers_carry_on_when_the_database_drops_their_connections(
+    workdir: Path, postgres_url: str
+):
+    study = tiny_study(
+        task={"source": "adding", "seq_len": 20, "n_train": 600, "n_val": 64, "n_test": 64},
+        budget={"max_epochs": 2},
+    )
+    proc = start(
+        workdir,
+        write_study(workdir / "s.yaml", study),
+        postgres_url,
+        "--workers",
+        "2",
+        "--max-trials",
+        "8",
+    )
+    admin = sa.create_engine(
+        postgres_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT"
+    )
+    database = postgres_url.rsplit("/", 1)[1]
+    killed = 0
+    try:
+        wait_until(lambda: running_trials(postgres_url), what="a trial to start")
+        for _ in range(3):  # what a database restart does to every open connection
+            with admin.connect() as conn:
+                killed += len(
+                    conn.execute(
+                        sa.text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = :db AND pid <> pg_backend_pid()"
+                        ),
+                        {"db": database},
+                    ).all()
+                )
+            time.sleep(1.5)
+    finally:
+        admin.dispose()
+    out = finish(proc)
+    assert killed > 0
+    trials = optuna.load_study(study_name="tiny", storage=postgres_url).trials
+    assert len(trials) == 8 and not [t for t in trials if t.state.name == "RUNNING"], out
+    assert sum(t.state.name == "COMPLETE" for t in trials) >= 6, [t.state.name for t in trials]
+
+
+def test_stock_optuna_cli_reads_the_study(workdir: Path, postgres_url: str):
+    study_file = write_study(
+        workdir / "s.yaml", tiny_study(budget={"n_trials": 2, "max_epochs": 1})
+    )
+    result = CliRunner().invoke(main, ["run", str(study_file), "--storage", postgres_url])
+    assert result.exit_code == 0, result.output
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    listed = subprocess.run(
+        [str(optuna_cli), "trials", "--storage", postgres_url, "--study-name", "tiny"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("COMPLETE") == 2
+
+
+def test_an_unreachable_database_is_a_clear_error_within_seconds(workdir: Path):
+    study_file = write_study(workdir / "s.yaml", tiny_study())
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(study_file),
+            "--storage",
+            "postgresql+psycopg://bob:hunter2@127.0.0.1:1/nowhere",
+        ],
+    )
+    assert time.monotonic() - started < 20
+    assert result.exit_code == 1
+    assert (
+        "cannot open the study database postgresql+psycopg://bob:***@127.0.0.1:1/nowhere"
+        in result.output
+    )
+    assert "hunter2" not in result.output
+
+
+def test_several_workers_on_sqlite_are_refused_with_the_alternative(workdir: Path):
+    study_file = write_study(workdir / "s.yaml", tiny_study())
+    result = CliRunner().invoke(main, ["run", str(study_file), "--workers", "2"])
+    assert result.exit_code == 2
+    assert "SQLite, which is for one process" in result.output
+    assert "postgresql+psycopg://" in result.output
