@@ -259,3 +259,14 @@ def test_no_password_reaches_mlflow(workdir: Path, postgres_url: str):
     dump = "\n".join(sqlite3.connect(workdir / "mlflow.db").iterdump())
     assert "postgres:***@" in dump  # the storage is recorded, redacted
     assert "s3cr3t-pw" not in dump
+
+
+def test_an_unreachable_tracking_server_is_a_clear_error_before_any_trial(workdir: Path):
+    study_file = write_study(workdir / "s.yaml", tiny_study())
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["run", str(study_file), "--tracking-uri", "http://127.0.0.1:9"])
+    assert time.monotonic() - started < 30
+    assert result.exit_code == 1
+    assert "cannot use the MLflow tracking store at http://127.0.0.1:9" in result.output
+    assert "Start the server or fix MLFLOW_TRACKING_URI" in result.output
+    assert not (workdir / "rnn_tuner.db").exists()  # nothing half-started

@@ -121,6 +121,10 @@ def run(
     The same command on other machines, with the same --storage URL, joins the same study."""
     cfg = _load(study_file)
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # only matters for a file:// URI
+    # MLflow's own defaults retry an unreachable server for minutes; fail within seconds instead.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     _quiet_libraries()
 
     from tuner.launch import RunRequest, run_workers
