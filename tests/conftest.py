@@ -46,9 +46,9 @@ def write_study(path: Path, study: dict) -> Path:
 
 
 @pytest.fixture
-def postgres_url():
-    """A fresh PostgreSQL database for one test, dropped afterwards; skipped without a server
-    unless RNN_TUNER_REQUIRE_POSTGRES is set (CI), where a missing server fails the test."""
+def postgres_databases():
+    """A factory of fresh PostgreSQL databases, all dropped after the test; skipped without a
+    server unless RNN_TUNER_REQUIRE_POSTGRES is set (CI), where a missing server fails the test."""
     import uuid
 
     import sqlalchemy as sa
@@ -66,11 +66,23 @@ def postgres_url():
         if os.environ.get("RNN_TUNER_REQUIRE_POSTGRES"):
             pytest.fail(f"PostgreSQL is required here but unreachable at {base}: {e}")
         pytest.skip(f"no PostgreSQL at {base} (set RNN_TUNER_TEST_POSTGRES_URL): {e}")
-    name = f"rnn_tuner_test_{uuid.uuid4().hex[:10]}"
+    names: list[str] = []
+
+    def create() -> str:
+        name = f"rnn_tuner_test_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        names.append(name)
+        return base.rsplit("/", 1)[0] + f"/{name}"
+
+    yield create
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = base.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for name in names:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_databases) -> str:
+    """One fresh PostgreSQL database for the test."""
+    return postgres_databases()

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from tests.conftest import ROOT, tiny_study, write_study
+from tests.servers import mlflow_server
 from tuner.cli import main
 
 pytestmark = [
@@ -27,7 +28,9 @@ pytestmark = [
 ]
 
 
-def start(workdir: Path, study_file: Path, storage: str, *args: str) -> subprocess.Popen:
+def start(
+    workdir: Path, study_file: Path, storage: str, *args: str, tracking: str | None = None
+) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tuner", "run", str(study_file), "--storage", storage, *args],
         cwd=workdir,
@@ -37,7 +40,7 @@ def start(workdir: Path, study_file: Path, storage: str, *args: str) -> subproce
         env={
             **os.environ,
             "PYTHONPATH": str(ROOT),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db",
+            "MLFLOW_TRACKING_URI": tracking or f"sqlite:///{workdir}/mlflow.db",
         },
     )
 
@@ -48,8 +51,10 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
     return out
 
 
-def runs(workdir: Path, experiment: str = "tiny") -> tuple[MlflowClient, list, list]:
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+def runs(
+    workdir: Path, experiment: str = "tiny", tracking: str | None = None
+) -> tuple[MlflowClient, list, list]:
+    client = MlflowClient(tracking_uri=tracking or f"sqlite:///{workdir}/mlflow.db")
     exp = client.get_experiment_by_name(experiment)
     all_runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in all_runs if r.data.tags.get("rnn_tuner.role") == "study"]
@@ -75,16 +80,30 @@ def running_trials(storage: str, name: str = "tiny") -> list:
 
 
 @pytest.mark.slow
-def test_four_workers_share_one_study_with_an_exact_global_cap(workdir: Path, postgres_url: str):
+def test_four_workers_share_one_study_with_an_exact_global_cap(workdir: Path, postgres_databases):
+    """The team set-up: study and MLflow server both on PostgreSQL, runs logged over HTTP."""
+    postgres_url, mlflow_db = postgres_databases(), postgres_databases()
     study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
-    out = finish(start(workdir, study_file, postgres_url, "--workers", "4", "--max-trials", "7"))
+    with mlflow_server(mlflow_db, workdir / "artifacts") as server:
+        out = finish(
+            start(
+                workdir,
+                study_file,
+                postgres_url,
+                "--workers",
+                "4",
+                "--max-trials",
+                "7",
+                tracking=server,
+            )
+        )
+        _, parents, children = runs(workdir, tracking=server)
 
     trials = optuna.load_study(study_name="tiny", storage=postgres_url).trials
     assert len(trials) == 7, out
     assert sorted(t.number for t in trials) == list(range(7))
     assert all(t.state.name == "COMPLETE" for t in trials)
     assert out.count("[w") == 4  # every worker reported
-    _, parents, children = runs(workdir)
     assert len(parents) == 1
     assert sorted(int(r.data.tags["rnn_tuner.trial"]) for r in children) == list(range(7))
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}

@@ -1,0 +1,206 @@
+"""The recurrent network: embedding or real inputs -> RNN/LSTM/GRU -> a task head.
+
+`SequenceNet` is a plain `nn.Module` built from `Settings` and `DataInfo`. It can run a sequence
+in one call (`forward`) or chunk by chunk with a carried state (`encode`), which is what truncated
+back-propagation through time needs; both give the same outputs. The only cell-specific code is the
+hidden state: an LSTM carries a pair `(h, c)`, the others one tensor; the `*_state` helpers below
+treat both alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from models.config import Settings
+from models.data.base import DataInfo
+
+CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+MANY_TO_ONE = ("classification", "regression")
+
+# (layers * directions, batch, hidden); an LSTM carries the pair (h, c)
+State = Tensor | tuple[Tensor, Tensor]
+
+
+def map_state(fn: Callable[[Tensor], Tensor], state: State) -> State:
+    return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)  # type: ignore[return-value]
+
+
+def detach_state(state: State) -> State:
+    return map_state(Tensor.detach, state)
+
+
+def select_state(state: State, rows: Tensor) -> State:
+    """The state of the sequences `rows` (indices into the batch)."""
+    return map_state(lambda s: s.index_select(1, rows), state)
+
+
+def scatter_state(state: State, rows: Tensor, new: State) -> State:
+    """`state` with the sequences `rows` replaced by `new` (out of place, so autograd is happy)."""
+    if isinstance(state, tuple):
+        return tuple(s.index_copy(1, rows, n) for s, n in zip(state, new, strict=True))  # type: ignore[return-value]
+    return state.index_copy(1, rows, new)  # type: ignore[arg-type]
+
+
+def state_batch_size(state: State) -> int:
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
+
+
+def step_mask(lengths: Tensor, steps: int) -> Tensor:
+    """(B, steps) True at real steps."""
+    return torch.arange(steps, device=lengths.device) < lengths[:, None]
+
+
+class SequenceNet(nn.Module):
+    """A recurrent network with the head of `info.task`.
+
+    `encode` maps one chunk of inputs to per-step features, `pool` reduces features over time for
+    the many-to-one tasks, `head` maps features to predictions (logits, or regression values).
+    """
+
+    def __init__(self, settings: Settings, info: DataInfo) -> None:
+        super().__init__()
+        if settings.cell not in CELLS:
+            raise ValueError(f"unknown cell {settings.cell!r}; valid cells: {', '.join(CELLS)}")
+        if settings.bidirectional and info.task == "language_model":
+            raise ValueError("bidirectional=True cannot predict the next token; use False")
+        if settings.bidirectional and settings.truncation is not None:
+            raise ValueError(
+                f"bidirectional=True needs the whole sequence, so truncation must be None "
+                f"(got {settings.truncation})"
+            )
+        if settings.pooling not in ("last", "mean", "max"):
+            raise ValueError(f"unknown pooling {settings.pooling!r}; valid: last, mean, max")
+        if (info.vocab_size is None) == (info.input_size is None):
+            raise ValueError(
+                f"exactly one of info.vocab_size ({info.vocab_size}) and info.input_size "
+                f"({info.input_size}) must be set"
+            )
+        self.task = info.task
+        self.pooling = settings.pooling
+        self.nonnegative = settings.nonnegative and info.task == "regression"
+        self.directions = 2 if settings.bidirectional else 1
+        self.layers = settings.num_layers
+        self.hidden_size = settings.hidden_size
+
+        if info.vocab_size is not None:
+            self.embedding: nn.Embedding | None = nn.Embedding(
+                info.vocab_size, settings.embedding_dim
+            )
+            rnn_input = settings.embedding_dim
+        else:
+            self.embedding = None
+            rnn_input = info.input_size  # type: ignore[assignment]
+        self.input_dropout = nn.Dropout(settings.input_dropout)
+        kwargs: dict = dict(
+            input_size=rnn_input,
+            hidden_size=settings.hidden_size,
+            num_layers=settings.num_layers,
+            batch_first=True,
+            bidirectional=settings.bidirectional,
+        )
+        if settings.num_layers > 1:  # torch warns about dropout with a single layer
+            kwargs["dropout"] = settings.dropout
+        if settings.cell == "rnn":
+            kwargs["nonlinearity"] = settings.nonlinearity
+        self.rnn = CELLS[settings.cell](**kwargs)
+        if isinstance(self.rnn, nn.LSTM):
+            self._open_forget_gates()
+        features = settings.hidden_size * self.directions
+        self.norm = nn.LayerNorm(features) if settings.layer_norm else nn.Identity()
+        self.output_dropout = nn.Dropout(settings.output_dropout)
+        self.decoder = nn.Linear(features, info.output_size)
+
+    def _open_forget_gates(self) -> None:
+        # Forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): at PyTorch's default
+        # init the gate sits near 0.5, and a gradient shrinks like 0.5^T, as in a vanilla RNN.
+        h = self.hidden_size
+        with torch.no_grad():
+            for name, bias in self.rnn.named_parameters():
+                if name.startswith("bias_ih"):
+                    bias[h : 2 * h].fill_(1.0)  # gates are ordered input, forget, cell, output
+
+    # --- state ---
+    def init_state(self, batch_size: int, like: Tensor) -> State:
+        """Zeros on the device and dtype of `like`."""
+        shape = (self.layers * self.directions, batch_size, self.hidden_size)
+        h = like.new_zeros(shape)
+        return (h, torch.zeros_like(h)) if isinstance(self.rnn, nn.LSTM) else h
+
+    # --- the pieces ---
+    def embed(self, inputs: Tensor) -> Tensor:
+        """(B, T) token ids or (B, T, F) values -> (B, T, E), the recurrent layer's input."""
+        x = self.embedding(inputs) if self.embedding is not None else inputs.float()
+        return self.input_dropout(x)
+
+    def recur(
+        self, x: Tensor, lengths: Tensor | None = None, state: State | None = None
+    ) -> tuple[Tensor, State]:
+        """Run the recurrent layer over one chunk of embedded inputs `x` (B, T, E).
+
+        `lengths` (B,) counts the real steps of each row in this chunk (0 allowed); a row's state
+        stops at its last real step and stays frozen, and its padded steps give zero features that
+        the losses mask out. Returns features (B, T, H * directions) and the new state.
+        """
+        batch, steps = x.shape[:2]
+        if state is None:
+            state = self.init_state(batch, x)
+        lengths = None if lengths is None else lengths.cpu()  # packing wants them on the CPU
+        if lengths is None or bool((lengths >= steps).all()):
+            out, state = self.rnn(x, state)
+        elif not bool(lengths.any()):  # every row has ended: nothing runs, nothing changes
+            out = x.new_zeros(batch, steps, self.hidden_size * self.directions)
+        else:
+            rows = (lengths > 0).nonzero().squeeze(1)  # rows with steps left in this chunk
+            packed = pack_padded_sequence(
+                x[rows.to(x.device)], lengths[rows], batch_first=True, enforce_sorted=False
+            )
+            rows = rows.to(x.device)
+            packed_out, new = self.rnn(packed, select_state(state, rows))
+            active, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=steps)
+            out = x.new_zeros(batch, steps, active.shape[-1]).index_copy(0, rows, active)
+            state = scatter_state(state, rows, new)
+        return self.output_dropout(self.norm(out)), state
+
+    def encode(
+        self, inputs: Tensor, lengths: Tensor | None = None, state: State | None = None
+    ) -> tuple[Tensor, State]:
+        """One chunk of raw inputs -> features (B, T, H * directions) and the new state."""
+        return self.recur(self.embed(inputs), lengths, state)
+
+    def pool(self, features: Tensor, mask: Tensor, last: Tensor) -> Tensor:
+        """(B, T, H) features -> (B, H) over the real steps `mask` (B, T); `last` (B,) indexes
+        each row's last real step. A bidirectional network's backward half is taken at step 0
+        under "last" pooling, where that direction ends."""
+        if self.pooling == "mean":
+            return (features * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        if self.pooling == "max":
+            return features.masked_fill(~mask[..., None], float("-inf")).amax(1)
+        rows = torch.arange(features.shape[0], device=features.device)
+        pooled = features[rows, last]
+        if self.directions == 2:
+            pooled = torch.cat(
+                [pooled[:, : self.hidden_size], features[:, 0, self.hidden_size :]], 1
+            )
+        return pooled
+
+    def head(self, features: Tensor) -> Tensor:
+        """Features (..., H) -> logits or regression values (..., output_size)."""
+        y = self.decoder(features)
+        return F.softplus(y) if self.nonnegative else y
+
+    def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Predictions for whole sequences from a zero state: (B, output_size) for the
+        many-to-one tasks, (B, T, output_size) for tagging and language modelling."""
+        features, _ = self.encode(inputs, lengths)  # (B, T, H * directions)
+        if self.task not in MANY_TO_ONE:
+            return self.head(features)
+        batch, steps = features.shape[:2]
+        if lengths is None:
+            lengths = torch.full((batch,), steps, device=features.device)
+        lengths = lengths.to(features.device)
+        return self.head(self.pool(features, step_mask(lengths, steps), lengths - 1))

@@ -1,0 +1,130 @@
+"""train() and evaluate(): the straight-line training entry, on real tiny tasks."""
+
+import logging
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping
+
+from models import AddingData, Settings, TrainResult, evaluate, load_task, train
+from models.data.base import DataInfo, Split, TaskData
+
+TINY = Settings(hidden_size=16, batch_size=32, lr=2e-2, max_epochs=3, patience=None)
+
+
+@pytest.fixture(scope="module")
+def adding():
+    return load_task(AddingData(seq_len=10, n_train=256, n_val=64, n_test=64))
+
+
+def _language(tokens=(2000, 600), window=10):
+    g = torch.Generator().manual_seed(0)
+
+    def stream(size):
+        s = torch.arange(size) % 5
+        noise = torch.rand(size, generator=g) < 0.1
+        s[noise] = torch.randint(0, 5, (int(noise.sum()),), generator=g)
+        return Split(s, None, None)
+
+    info = DataInfo("language_model", None, 5, 5, window, tokens[0], level="char")
+    return TaskData(info, stream(tokens[0]), stream(tokens[1]), stream(tokens[1]))
+
+
+class _Sabotage(pl.Callback):
+    """Scrambles the weights before epoch `epoch`, so later epochs validate worse."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    p.add_(5 * torch.randn_like(p))
+
+
+def test_train_returns_the_best_validation_value_not_the_last(adding):
+    settings = Settings(**{**TINY.to_dict(), "max_epochs": 4, "lr": 1e-2, "optimizer": "sgd"})
+    result = train(settings, adding, callbacks=[_Sabotage(epoch=3)])
+    assert isinstance(result, TrainResult)
+    assert (result.monitor, result.mode) == ("val_mse", "min")
+    values = [row["val_mse"] for row in result.history]
+    assert result.epochs == len(values) == 4
+    assert result.best_value == min(values)
+    assert result.best_value < values[-1]  # the sabotaged last epoch is not the best
+    assert result.history[-1]["best_val_mse"] == result.best_value
+    assert result.n_params == sum(p.numel() for p in result.module.parameters())
+
+
+def test_early_stopping_ends_after_patience_epochs_without_improvement(adding):
+    # no epoch can improve on the first by min_delta = 10, so patience 1 stops after epoch 2
+    settings = Settings(**{**TINY.to_dict(), "max_epochs": 10, "patience": 1, "min_delta": 10.0})
+    result = train(settings, adding)
+    assert result.epochs == 2
+    assert result.trainer.current_epoch == 2
+
+
+def test_monitor_may_be_chosen_but_must_be_logged_for_the_task(adding):
+    result = train(TINY, adding, monitor="val_mae")
+    assert (result.monitor, result.mode) == ("val_mae", "min")
+    assert result.best_value == min(row["val_mae"] for row in result.history)
+    with pytest.raises(ValueError, match="val_acc.*valid: train_loss, val_loss, val_mse, val_mae"):
+        train(TINY, adding, monitor="val_acc")
+
+
+def test_callbacks_see_the_epochs_row_in_on_train_epoch_end(adding):
+    class Seen(pl.Callback):
+        rows: list = []
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.rows.append((trainer.current_epoch, dict(pl_module.history[-1])))
+
+    seen = Seen()
+    train(TINY, adding, callbacks=[seen])
+    assert [epoch for epoch, _ in seen.rows] == [0, 1, 2]
+    assert all(row["epoch"] == epoch and math.isfinite(row["val_mse"]) for epoch, row in seen.rows)
+
+
+def test_same_seed_same_history(adding):
+    first = train(TINY, adding).history
+    assert train(TINY, adding).history == first
+    other_seed = Settings(**{**TINY.to_dict(), "seed": 1})
+    assert train(other_seed, adding).history != first
+
+
+@pytest.mark.parametrize("task", ["regression", "language_model"])
+def test_evaluate_gives_the_validation_metrics_on_any_split(task, adding):
+    data = adding if task == "regression" else _language()
+    result = train(TINY, data)
+    on_val = evaluate(result.module, data, "val")
+    last = result.history[-1]
+    assert on_val == pytest.approx({k: last[k] for k in on_val})
+    on_test = evaluate(result.module, data, "test")
+    names = {"regression": {"loss", "mse", "mae"}, "language_model": {"loss", "ppl", "bpc"}}[task]
+    assert set(on_test) == {f"test_{n}" for n in names}
+    assert evaluate(result.module, data, "train")["train_loss"] > 0
+    with pytest.raises(ValueError, match="split"):
+        evaluate(result.module, data, "dev")
+
+
+def test_train_prints_no_lightning_banners(adding, capsys, caplog):
+    caplog.set_level(logging.INFO)
+    train(Settings(**{**TINY.to_dict(), "max_epochs": 1}), adding)
+    out, err = capsys.readouterr()
+    for text in (out, err, caplog.text):
+        assert "GPU available" not in text
+        assert "max_epochs" not in text  # "`Trainer.fit` stopped: `max_epochs=1` reached."
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_lstm_and_gru_solve_the_adding_problem_at_length_50(cell):
+    data = load_task(AddingData(seq_len=50))  # predicting the mean scores MSE 0.167
+    settings = Settings(
+        cell=cell, hidden_size=64, lr=1e-2, batch_size=32, max_epochs=15, patience=None
+    )
+    solved = EarlyStopping("val_mse", patience=15, mode="min", stopping_threshold=0.01)
+    result = train(settings, data, callbacks=[solved])
+    assert result.best_value < 0.05, [round(row["val_mse"], 4) for row in result.history]
