@@ -95,7 +95,10 @@ class SequenceModule(pl.LightningModule):
     """Trains a `SequenceNet`. Takes `Settings` and `DataInfo` as dicts (or the dataclasses,
     stored as dicts) so that checkpoints load with `load_from_checkpoint`."""
 
-    def __init__(self, settings: dict[str, Any], info: dict[str, Any]) -> None:
+    def __init__(
+        self, settings: dict[str, Any], info: dict[str, Any], monitor: str | None = None
+    ) -> None:
+        """`monitor` is the validation metric early stopping watches (default: the task's)."""
         super().__init__()
         settings = asdict(settings) if isinstance(settings, Settings) else dict(settings)
         info = asdict(info) if isinstance(info, DataInfo) else dict(info)
@@ -108,6 +111,9 @@ class SequenceModule(pl.LightningModule):
             )
         if self.settings.truncation is not None and self.settings.truncation < 1:
             raise ValueError(f"truncation must be None or >= 1, got {self.settings.truncation}")
+        self.monitor, self.mode = (
+            default_monitor(self.info.task) if monitor is None else (monitor, METRIC_MODES[monitor])
+        )
         self.net = SequenceNet(self.settings, self.info)
         self.automatic_optimization = False  # TBPTT steps the optimizer per chunk
         self.many_to_one = self.info.task in MANY_TO_ONE
@@ -124,6 +130,8 @@ class SequenceModule(pl.LightningModule):
         self._val_sums: dict[str, Tensor] = {}
         self._grad_flow = math.nan
         self._epoch_closed = False
+        self._stop_best = math.nan  # early stopping: the best monitored value so far
+        self._bad_epochs = 0
 
     # --- inference ---
     def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -307,9 +315,12 @@ class SequenceModule(pl.LightningModule):
         row["grad_norm_mean"] = _ratio(sums, "grad_norm_sum", "grad_steps")
         row["grad_norm_max"] = float(sums["grad_norm_max"]) if "grad_norm_max" in sums else math.nan
         row["grad_flow"] = self._grad_flow
-        self.log_dict({k: v for k, v in row.items() if k != "epoch"})
+        if self.trainer.loggers:  # a Trainer without loggers runs barebones, where logging is off
+            self.log_dict({k: v for k, v in row.items() if k != "epoch"})
         self.history.append(row)
         self._epoch_closed = True
+        if self._no_longer_improving(row.get(self.monitor, math.nan)):
+            self.trainer.should_stop = True
 
         scheduler = self.lr_schedulers()
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -317,6 +328,24 @@ class SequenceModule(pl.LightningModule):
                 scheduler.step(val["val_loss"])
         elif scheduler is not None:
             scheduler.step()
+
+    def _no_longer_improving(self, value: float) -> bool:
+        """Early stopping: `patience` epochs in a row without improving by `min_delta`.
+
+        Done here rather than by Lightning's EarlyStopping callback, which reads metrics that
+        only logging provides, and logging costs time in every trial."""
+        if self.settings.patience is None or math.isnan(value):
+            return False
+        delta = self.settings.min_delta
+        best = self._stop_best
+        improved = math.isnan(best) or (
+            value > best + delta if self.mode == "max" else value < best - delta
+        )
+        if improved:
+            self._stop_best, self._bad_epochs = value, 0
+        else:
+            self._bad_epochs += 1
+        return self._bad_epochs >= self.settings.patience
 
     # --- evaluation ---
     def evaluate_batch(

@@ -93,11 +93,11 @@ def _module(data, **settings):
     return SequenceModule(s.to_dict(), asdict(data.info))
 
 
-def _fit(module, data, epochs=1, callbacks=(), **trainer_kwargs):
+def _fit(module, data, epochs=1, callbacks=(), logger=False, **trainer_kwargs):
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=epochs,
-        logger=False,
+        logger=logger,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -345,13 +345,13 @@ TASKS = {
 
 
 @pytest.mark.parametrize("task", list(TASKS))
-def test_each_task_trains_and_its_validation_metric_improves(task):
+def test_each_task_trains_and_its_validation_metric_improves(task, tmp_path):
     make, metric, val_names = TASKS[task]
     data = make()
     truncation = 4 if task in ("language_model", "tagging") else None
     module = _module(data, cell="gru", lr=2e-2, truncation=truncation)
     untrained = _val_metrics(module, data)[metric]
-    trainer = _fit(module, data, epochs=4)
+    trainer = _fit(module, data, epochs=4, logger=pl.loggers.CSVLogger(tmp_path))
 
     history = module.history
     assert [r["epoch"] for r in history] == [0, 1, 2, 3]
@@ -362,7 +362,7 @@ def test_each_task_trains_and_its_validation_metric_improves(task):
     names = {"train_loss", "lr", "grad_norm_mean", "grad_norm_max", "grad_flow"}
     names |= val_names | {f"best_{n}" for n in val_names}
     assert names <= set(history[-1])
-    assert names <= set(trainer.callback_metrics)  # logged through Lightning too
+    assert names <= set(trainer.callback_metrics)  # logged through Lightning, given a logger
     best = [r[f"best_{metric}"] for r in history]
     assert best[-1] == (max if METRIC_MODES[metric] == "max" else min)(r[metric] for r in history)
     assert all(math.isfinite(r["grad_flow"]) for r in history)
