@@ -1,0 +1,131 @@
+"""Search efficiency: how many training epochs rnn-tuner's default sampler and pruner need to
+reach what random search without pruning reaches after 50 trials.
+
+Every trial trains for real (the training core, a fixed training seed, so one configuration
+always gives the same curve; exact repeats are served from a cache). Random search spends
+50 x max_epochs epochs; the figure is the share of that which TPE with constant liar plus the
+median pruner (rnn-tuner's defaults, built by tuner.study from a study file that names neither)
+spends until its best value is as good. Median over seeds.
+
+    python -m benchmarks --only search
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import replace
+
+import optuna
+
+from models import Settings, train
+from models.data.config import AddingData, SineData
+from tuner.config import parse_study, task_data
+from tuner.study import make_pruner, make_sampler
+
+TARGET = 1 / 3
+# The shipped quickstart's space, shrunk to train fast.
+SPACE = {
+    "cell": ("categorical", ["rnn", "lstm", "gru"]),
+    "lr": ("float", 1e-3, 1e-1),
+    "hidden_size": ("int", 4, 32),
+    "num_layers": ("int", 1, 2),
+    "truncation": ("categorical", [None, 5, 10]),
+}
+RANDOM_TRIALS = 50
+
+
+def _tasks(quick: bool) -> list[tuple[str, object]]:
+    return [
+        ("adding T=20", AddingData(seq_len=20, n_train=384, n_val=192, n_test=32)),
+        ("noisy sine forecast", SineData(seq_len=20, n_train=384, n_val=192, n_test=32)),
+    ]
+
+
+def _suggest(trial: optuna.Trial) -> dict:
+    params = {}
+    for name, (kind, *args) in SPACE.items():
+        if kind == "categorical":
+            params[name] = trial.suggest_categorical(name, args[0])
+        elif kind == "float":
+            params[name] = trial.suggest_float(name, *args, log=True)
+        else:
+            params[name] = trial.suggest_int(name, *args)
+    return params
+
+
+class Curves:
+    """Validation curves by configuration, trained on first use."""
+
+    def __init__(self, data_cfg, base: Settings) -> None:  # noqa: ANN001
+        self.data, self.base, self.cache = task_data(data_cfg), base, {}
+
+    def __call__(self, params: dict) -> list[float]:
+        key = tuple(params[k] for k in SPACE)
+        if key not in self.cache:
+            result = train(replace(self.base, **params), self.data, monitor="val_mse")
+            self.cache[key] = [row["val_mse"] for row in result.history]
+        return self.cache[key]
+
+
+def _search(curves: Curves, sampler, pruner, stop_at: float | None, max_trials: int):  # noqa: ANN001
+    """Run a replayed study; returns (best value, epochs spent until it was reached)."""
+    study = optuna.create_study(sampler=sampler, pruner=pruner)
+    spent = {"epochs": 0, "until_best": 0}
+
+    def objective(trial: optuna.Trial) -> float:
+        curve = curves(_suggest(trial))
+        for epoch, value in enumerate(curve):
+            spent["epochs"] += 1
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return min(curve)
+
+    def stop(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state.name == "COMPLETE" and trial.value == study.best_value:
+            spent["until_best"] = spent["epochs"]
+            if stop_at is not None and study.best_value <= stop_at:
+                study.stop()
+
+    study.optimize(objective, n_trials=max_trials, callbacks=[stop])
+    return study.best_value, spent["until_best"], spent["epochs"]
+
+
+def run(quick: bool) -> list[dict]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seeds = range(3 if quick else 5)
+    max_epochs = 6
+    base = Settings(batch_size=64, clip_norm=1.0, patience=None, max_epochs=max_epochs)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    # rnn-tuner's defaults: what a study file that names no sampler and no pruner gets
+    defaults = parse_study({
+        "study": {"name": "defaults"}, "task": {"source": "adding"},
+        "search": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
+        "objective": "val_mse", "budget": {"max_epochs": max_epochs},
+    })
+    rows = []
+    for name, data_cfg in _tasks(quick):
+        curves = Curves(data_cfg, base)
+        fractions, reached = [], []
+        for seed in seeds:
+            target, _, random_epochs = _search(
+                curves, optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner(),
+                None, RANDOM_TRIALS)
+            best, epochs, _ = _search(curves, make_sampler(defaults, seed), make_pruner(defaults),
+                                      target, 4 * RANDOM_TRIALS)
+            reached.append(best <= target)
+            fractions.append(epochs / random_epochs if best <= target else 1.0)
+        fraction = statistics.median(fractions)
+        rows.append({
+            "benchmark": "search", "case": name,
+            "trials_trained": len(curves.cache),
+            "fraction_of_random_epochs": round(fraction, 3),
+            "per_seed": [round(f, 3) for f in fractions], "reached": reached,
+            "target": f"<= {TARGET:.3f}", "met": fraction <= TARGET,
+        })
+        print(rows[-1], flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    run(quick=True)
