@@ -270,3 +270,24 @@ def test_an_unreachable_tracking_server_is_a_clear_error_before_any_trial(workdi
     assert "cannot use the MLflow tracking store at http://127.0.0.1:9" in result.output
     assert "Start the server or fix MLFLOW_TRACKING_URI" in result.output
     assert not (workdir / "rnn_tuner.db").exists()  # nothing half-started
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_drops_out_loses_nothing_on_the_optuna_side(workdir: Path):
+    from tests.servers import mlflow_server
+
+    study = tiny_study(task={"source": "adding", "seq_len": 20, "n_train": 1000, "n_val": 64,
+                             "n_test": 64}, budget={"n_trials": 3, "max_epochs": 2})
+    study_file = write_study(workdir / "s.yaml", study)
+    backend = f"sqlite:///{workdir}/server.db"
+    with mlflow_server(backend, workdir / "artifacts") as server:
+        proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", str(study_file),
+                                 "--tracking-uri", server], cwd=workdir, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        _wait_for_running_trial(workdir / "rnn_tuner.db", proc)
+    # the server is gone for the rest of the study
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert [t.state.name for t in load(workdir, "tiny").trials] == ["COMPLETE"] * 3
+    assert "MLflow call" in out and "the Optuna study keeps the trial" in out
