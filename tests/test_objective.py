@@ -1,0 +1,35 @@
+"""The pruning callback on a real Trainer: it reports every epoch and refuses a metric that is
+never logged instead of silently never pruning."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from models import AddingData, Settings, train
+from tuner.config import task_data
+from tuner.objective import MetricNotLoggedError, PruningCallback
+
+TINY = Settings(hidden_size=4, batch_size=16, max_epochs=3, patience=None)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return task_data(AddingData(seq_len=5, n_train=32, n_val=16, n_test=16))
+
+
+def test_a_monitored_metric_that_is_never_logged_is_an_error(data):
+    trial = optuna.create_study().ask()
+    with pytest.raises(MetricNotLoggedError, match="'val_acc' is never logged; logged: .*val_mse"):
+        train(TINY, data, callbacks=[PruningCallback(trial, "val_acc")])
+
+
+def test_every_epoch_is_reported_and_the_pruner_is_asked_only_after_warm_up(data, monkeypatch):
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    trial = study.ask()
+    asked = []
+    monkeypatch.setattr(trial, "should_prune", lambda: asked.append(True) or False)
+    train(TINY, data, callbacks=[PruningCallback(trial, "val_mse", first_prunable_epoch=2)])
+    reported = study.trials[0].intermediate_values
+    assert sorted(reported) == [0, 1, 2]
+    assert len(asked) == 1  # epoch 2 only
