@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from models import Settings
-from models.data import SequenceDataModule, load_task
+from models.data import SequenceDataModule
 from models.data.config import AddingData, TextData
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,8 +157,10 @@ def tuner_trial(s: Settings, data_cfg, workdir: Path, round_: int) -> float:  # 
 def run(quick: bool) -> list[dict]:
     import optuna
 
+    from tuner.cli import mlflow_defaults
     from tuner.config import task_data
 
+    mlflow_defaults()  # as `rnn-tuner run` sets them
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)  # both sides alike; the machine is shared
     rounds = 3 if quick else 5

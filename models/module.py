@@ -315,7 +315,7 @@ class SequenceModule(pl.LightningModule):
         row["grad_norm_mean"] = _ratio(sums, "grad_norm_sum", "grad_steps")
         row["grad_norm_max"] = float(sums["grad_norm_max"]) if "grad_norm_max" in sums else math.nan
         row["grad_flow"] = self._grad_flow
-        if self.trainer.loggers:  # a Trainer without loggers runs barebones, where logging is off
+        if not self.trainer.barebones:  # for loggers and callbacks that read logged metrics
             self.log_dict({k: v for k, v in row.items() if k != "epoch"})
         self.history.append(row)
         self._epoch_closed = True

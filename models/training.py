@@ -18,6 +18,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from models.config import Settings
 from models.data.base import Batch, TaskData
@@ -69,8 +70,10 @@ def train(
         **(trainer_kwargs or {}),
     }
     # Barebones skips Lightning's logging, checkpointing and summaries: about a tenth of a small
-    # trial's time. The module keeps its own history and early stopping, so nothing is lost.
-    if options.get("logger") or options["enable_progress_bar"]:
+    # trial's time. The module keeps its own history and early stopping, so nothing is lost,
+    # unless a logger, a progress bar or a callback that reads logged metrics is asked for.
+    reads_logged = any(isinstance(c, (EarlyStopping, ModelCheckpoint)) for c in callbacks)
+    if options.get("logger") or options["enable_progress_bar"] or reads_logged:
         options = {
             "logger": False,
             "enable_checkpointing": False,

@@ -1,4 +1,4 @@
-"""The `rnn-tuner` command (also `python -m tuner`): validate, run, status, best.
+"""The `rnn-tuner` command (also `python -m tuner`): validate, run, status, best, report, retrain.
 
 The only module that reads argv and the environment. Heavy libraries (torch, Lightning, Optuna,
 MLflow) are imported inside the commands that need them, so `--help` stays fast.
@@ -120,11 +120,7 @@ def run(
 
     The same command on other machines, with the same --storage URL, joins the same study."""
     cfg = _load(study_file)
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # only matters for a file:// URI
-    # MLflow's own defaults retry an unreachable server for minutes; fail within seconds instead.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    mlflow_defaults()
     _quiet_libraries()
 
     from tuner.launch import RunRequest, run_workers
@@ -189,6 +185,17 @@ def _preflight(req) -> None:  # noqa: ANN001 - RunRequest
         _fail(str(e))
 
 
+def mlflow_defaults() -> None:
+    """MLflow settings for a worker, unless the user set them (benchmarks call this too)."""
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # only matters for a file:// URI
+    # MLflow's own defaults retry an unreachable server for minutes; fail within seconds instead.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    # MLflow 3 wraps every client call for usage telemetry: time in every trial.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 def _quiet_libraries() -> None:
     """Our own line per trial replaces Optuna's log; experimental-feature notices are ours to heed."""
     import logging
@@ -231,4 +238,94 @@ def _with_study_errors(action) -> None:  # noqa: ANN001
     try:
         action()
     except (NoSuchStudy, StorageError) as e:
+        _fail(str(e))
+
+
+_tracking_option = click.option(
+    "--tracking-uri",
+    metavar="URI",
+    help=f"MLflow tracking URI the study was run with. Default: ${TRACKING_ENV}, else "
+    f"{DEFAULT_TRACKING_URI}.",
+)
+
+
+def _study_and_parent(storage_url: str, name: str, tracking_uri: str):  # noqa: ANN202
+    """The study, a tracker on its experiment and its parent run's id (lazy imports)."""
+    from tuner.plots import NoParentRun
+    from tuner.report import load_study
+    from tuner.study import PARENT_ATTR
+    from tuner.tracking import Tracker
+
+    mlflow_defaults()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file
+    study = load_study(storage_url, name)
+    parent_id = study.user_attrs.get(PARENT_ATTR)
+    if parent_id is None:
+        raise NoParentRun(f"study {name!r} has no MLflow parent run; run it with `rnn-tuner run`")
+    return study, Tracker.for_run(tracking_uri, parent_id), parent_id
+
+
+def _results_errors() -> tuple[type[Exception], ...]:
+    from tuner.config import StudyFileError
+    from tuner.plots import NoParentRun
+    from tuner.report import NoSuchStudy
+    from tuner.retrain import NoBestTrial, NoStudyFile
+    from tuner.study import StorageError
+    from tuner.tracking import TrackingError
+
+    return (NoSuchStudy, StorageError, TrackingError, NoParentRun, NoStudyFile, NoBestTrial, StudyFileError)  # fmt: skip
+
+
+@main.command()
+@click.argument("study")
+@_storage_option
+@_tracking_option
+def report(study: str, storage: str | None, tracking_uri: str | None) -> None:
+    """Plots of the study (its parent run, under plots/) and of each trial (curves.png in its
+    run), logged to MLflow; works while workers are still running. `run` does it at the end."""
+    _quiet_libraries()
+    from tuner.plots import write_report
+
+    try:
+        found, tracker, parent_id = _study_and_parent(
+            _storage(storage), study, _tracking_uri(tracking_uri, None)
+        )
+        click.echo(f"study {study!r}: " + write_report(found, tracker, parent_id).text())
+    except _results_errors() as e:
+        _fail(str(e))
+
+
+@main.command()
+@click.argument("study")
+@_storage_option
+@_tracking_option
+@click.option(
+    "--study-file",
+    type=click.Path(path_type=Path),
+    help="The study's file (task and data). Default: the copy logged in the parent run.",
+)
+def retrain(
+    study: str, storage: str | None, tracking_uri: str | None, study_file: Path | None
+) -> None:
+    """Train the best trial's configuration again (seeded), test it once on the test split,
+    and register it in the MLflow model registry as a new version of rnn-tuner-STUDY."""
+    _quiet_libraries()
+    import logging
+
+    # The model is pickled on purpose (docs/results.md): MLflow's warning about it, once per
+    # retrain, would only repeat what the docs say.
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    from tuner.retrain import retrain as retrain_best
+    from tuner.retrain import study_config
+
+    try:
+        cfg = _load(study_file) if study_file is not None else None
+        found, tracker, parent_id = _study_and_parent(
+            _storage(storage, cfg and cfg.study.storage),
+            study,
+            _tracking_uri(tracking_uri, cfg and cfg.tracking.uri),
+        )
+        cfg = cfg or study_config(tracker, parent_id, None)
+        click.echo(retrain_best(found, cfg, tracker, parent_id).text())
+    except _results_errors() as e:
         _fail(str(e))

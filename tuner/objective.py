@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 from models import train
 from tuner.config import StudyConfig, task_data
 from tuner.space import suggest
+from tuner.study import first_prunable_epoch
 from tuner.tracking import Tracker
 
 
@@ -26,8 +27,10 @@ class MetricNotLoggedError(ValueError):
 class PruningCallback(pl.Callback):
     """Reports the monitored validation metric to the trial each epoch; stops pruned trials."""
 
-    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+    def __init__(self, trial: optuna.Trial, monitor: str, first_prunable_epoch: int = 0) -> None:
         self.trial, self.monitor = trial, monitor
+        # Asking the pruner reads every trial of the study: skip it while it cannot say yes.
+        self.first_prunable_epoch = first_prunable_epoch
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         row = pl_module.history[-1]  # written after this epoch's validation
@@ -37,24 +40,27 @@ class PruningCallback(pl.Callback):
             )
         epoch = int(row["epoch"])
         self.trial.report(float(row[self.monitor]), step=epoch)
-        if self.trial.should_prune():
+        if epoch >= self.first_prunable_epoch and self.trial.should_prune():
             raise optuna.TrialPruned(
                 f"pruned at epoch {epoch} ({self.monitor}={row[self.monitor]:.5g})"
             )
 
 
 class EpochRecorder(pl.Callback):
-    """Keeps each epoch's metrics with a timestamp, and the parameter count, even if training fails."""
+    """Keeps each epoch's metrics with a timestamp, the parameter count and the last epoch's
+    gradient norm per time step (already measured by the module), even if training fails."""
 
     def __init__(self) -> None:
         self.history: list[dict[str, float]] = []
         self.n_params = 0
+        self.grad_profile: list[float] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.n_params = sum(p.numel() for p in pl_module.parameters())
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.history.append({**pl_module.history[-1], "time_ms": time.time() * 1000})
+        self.grad_profile = pl_module.grad_flow_profile  # a new list each validation: no copy
 
 
 class Objective:
@@ -90,7 +96,7 @@ class Objective:
         recorder = EpochRecorder()
         callbacks: list[pl.Callback] = [recorder]
         if self.prunes:
-            callbacks.append(PruningCallback(trial, self.monitor))
+            callbacks.append(PruningCallback(trial, self.monitor, first_prunable_epoch(self.cfg)))
         state, reason, started = "FAIL", None, time.perf_counter()
         try:
             with self.interrupts.armed():
@@ -124,7 +130,10 @@ class Objective:
                 summary.update(
                     {f"objective_{m}": v for m, v in zip(self.metrics, values, strict=True)}
                 )
-            self.tracker.finish_trial(run_id, state, recorder.history, summary, reason)
+            profiles = {"grad_norm_by_step": recorder.grad_profile}
+            if run_id is None:  # the tracking server was away when the trial began: try again
+                run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
+            self.tracker.finish_trial(run_id, state, recorder.history, summary, reason, profiles)
 
     @staticmethod
     def _best(recorder: EpochRecorder, metric: str, direction: str) -> float:

@@ -15,7 +15,7 @@ class NoSuchStudy(LookupError):
     """The storage holds no study of that name."""
 
 
-def _load(storage_url: str, name: str) -> optuna.Study:
+def load_study(storage_url: str, name: str) -> optuna.Study:
     storage = make_storage(storage_url)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if name not in names:
@@ -37,7 +37,7 @@ def status_text(storage_url: str, name: str | None) -> str:
         if not summaries:
             return f"no studies in {redact(storage_url)}"
         return "\n\n".join(status_text(storage_url, s.study_name) for s in summaries)
-    study = _load(storage_url, name)
+    study = load_study(storage_url, name)
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
     lines = [
@@ -53,7 +53,7 @@ def status_text(storage_url: str, name: str | None) -> str:
 
 
 def best_yaml(storage_url: str, name: str) -> str:
-    study = _load(storage_url, name)
+    study = load_study(storage_url, name)
     best = _best_trials(study)
     if not best:
         raise NoSuchStudy(

@@ -19,6 +19,9 @@ from tuner.space import grid_space
 from tuner.urls import is_sqlite, redact
 
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attribute shared by every worker
+# Median and percentile pruners judge a trial from this epoch on: the first epochs of a
+# recurrent network say little about where it ends up.
+_WARMUP_EPOCHS = 2
 
 
 class StorageError(RuntimeError):
@@ -46,9 +49,16 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     p = optuna.pruners
     options = dict(cfg.pruner.options) if cfg.pruner else {}
     table: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-        "median": lambda: p.MedianPruner(**{"n_startup_trials": 4, "n_warmup_steps": 2, **options}),
+        "median": lambda: p.MedianPruner(
+            **{"n_startup_trials": 4, "n_warmup_steps": _WARMUP_EPOCHS, **options}
+        ),
         "percentile": lambda: p.PercentilePruner(
-            **{"percentile": 25.0, "n_startup_trials": 4, "n_warmup_steps": 2, **options}
+            **{
+                "percentile": 25.0,
+                "n_startup_trials": 4,
+                "n_warmup_steps": _WARMUP_EPOCHS,
+                **options,
+            }
         ),
         "successive-halving": lambda: p.SuccessiveHalvingPruner(**options),
         "hyperband": lambda: p.HyperbandPruner(
@@ -60,6 +70,14 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
         "none": lambda: p.NopPruner(**options),
     }
     return _build("pruner", cfg.pruner_name, table)
+
+
+def first_prunable_epoch(cfg: StudyConfig) -> int:
+    """The first epoch at which the study's pruner can prune (its warm-up), 0 if unknown."""
+    if cfg.pruner_name not in ("median", "percentile"):
+        return 0
+    options = cfg.pruner.options if cfg.pruner else {}
+    return int(options.get("n_warmup_steps", _WARMUP_EPOCHS))
 
 
 def _build(kind: str, name: str, table: dict[str, Callable[[], Any]]) -> Any:

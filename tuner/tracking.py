@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mlflow import MlflowClient
@@ -120,18 +121,13 @@ class Tracker:
         history: Iterable[Mapping[str, float]],
         summary: Mapping[str, float],
         reason: str | None = None,
+        profiles: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
-        """Per-epoch metrics (step = epoch), final figures, state tags, then the run status."""
+        """Per-epoch metrics (step = epoch), final figures, per-time-step profiles (step = time
+        step, e.g. `grad_norm_by_step`), state tags, then the run status."""
         if run_id is None:
             return
-        metrics = [
-            Metric(key, float(value), int(row.get("time_ms", 0)) or _now_ms(), int(row["epoch"]))
-            for row in history
-            for key, value in row.items()
-            if key not in ("epoch", "time_ms")
-        ]
-        now = _now_ms()
-        metrics += [Metric(k, float(v), now, 0) for k, v in summary.items()]
+        metrics = _run_metrics(history, summary, profiles)
         tags = [RunTag("optuna.state", state)]
         if reason:
             tags.append(RunTag("fail_reason", reason[:4000]))
@@ -147,6 +143,123 @@ class Tracker:
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
         self._safely(self.client.log_artifact, run_id, path, artifact_path)
 
+    # ------------------------------------------------------------------ reading a study back
+
+    @classmethod
+    def for_run(cls, tracking_uri: str, run_id: str) -> Tracker:
+        """A tracker on the experiment that holds `run_id` (a study's parent run)."""
+        client = MlflowClient(tracking_uri=tracking_uri)
+        try:
+            experiment_id = client.get_run(run_id).info.experiment_id
+            name = client.get_experiment(experiment_id).name
+        except (MlflowException, OSError) as e:
+            raise TrackingError(
+                f"no run {run_id} in the MLflow tracking store at {redact(tracking_uri)} ({e}); "
+                "pass the --tracking-uri (or MLFLOW_TRACKING_URI) the study was run with"
+            ) from e
+        return cls(tracking_uri, name)
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def child_runs(self, parent_id: str) -> list[ChildRun]:
+        """Every run nested under the parent, whichever worker made it (trials, retrains)."""
+        found: list[ChildRun] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                f"tags.mlflow.parentRunId = '{parent_id}'",
+                max_results=1000,
+                page_token=token,
+            )
+            found += [ChildRun(r.info.run_id, r.info.status, dict(r.data.tags)) for r in page]
+            token = page.token
+            if not token:
+                return found
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) pairs of one metric, by step."""
+        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
+
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, local_dir, artifact_path)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def artifact_paths(self, run_id: str, path: str | None = None) -> list[str]:
+        return [a.path for a in self.client.list_artifacts(run_id, path)]
+
+    def download_artifact(self, run_id: str, path: str, dst_dir: str) -> str:
+        return self.client.download_artifacts(run_id, path, dst_dir)
+
+    # ------------------------------------------------------------------ the retrained best model
+
+    def start_retrain(
+        self, parent_id: str, params: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> str:
+        """A run `retrain` nested under the study's parent run (and tagged with its id)."""
+        run_tags = {
+            "mlflow.parentRunId": parent_id,
+            "rnn_tuner.role": "retrain",
+            "rnn_tuner.retrain_of": parent_id,
+            **tags,
+        }
+        run = self.client.create_run(self.experiment_id, run_name="retrain", tags=run_tags)
+        run_id = run.info.run_id
+        self.client.log_batch(run_id, params=[Param(k, _text(v)) for k, v in params.items()])
+        return run_id
+
+    def log_metrics(
+        self,
+        run_id: str,
+        history: Iterable[Mapping[str, float]],
+        summary: Mapping[str, float],
+    ) -> None:
+        """Per-epoch metrics (step = epoch) and final figures (step 0), as for a trial."""
+        metrics = _run_metrics(history, summary)
+        for i in range(0, len(metrics), _BATCH):
+            self.client.log_batch(run_id, metrics=metrics[i : i + _BATCH])
+
+    def log_model(
+        self,
+        run_id: str,
+        model: Any,
+        input_example: Any,
+        output_example: Any,
+        registered_name: str,
+        *,
+        code_paths: Sequence[str] = (),
+        pip_requirements: Sequence[str] = (),
+    ) -> tuple[str, str]:
+        """Log a torch module as the run's model (pickled, with a signature and an input
+        example) and register it as a new version of `registered_name`.
+
+        Returns (model URI, registered version)."""
+        import mlflow
+        import mlflow.pytorch
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # mlflow is pinned
+
+        # log_model works through the fluent API, which reads the process-wide tracking URI:
+        # set it for this call only.
+        with _use_tracking_uri(self.uri), mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                signature=_signature(input_example, output_example),
+                input_example=input_example,
+                registered_model_name=registered_name,
+                # the default, torch.export (pt2), cannot trace packed variable-length sequences
+                serialization_format="pickle",
+                code_paths=list(code_paths),
+                pip_requirements=list(pip_requirements),  # explicit: inferring them costs ~10 s
+            )
+        return info.model_uri, str(info.registered_model_version)
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
     def _safely(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
@@ -157,6 +270,49 @@ class Tracker:
                 redact(str(e)),
             )
             return None
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    run_id: str
+    status: str  # RUNNING, FINISHED, KILLED, FAILED
+    tags: dict[str, str]
+
+
+_MAX_PROFILE = 256  # points per profile: keeps a trial's metrics in one log_batch call
+
+
+def _run_metrics(
+    history: Iterable[Mapping[str, float]],
+    summary: Mapping[str, float],
+    profiles: Mapping[str, Sequence[float]] | None = None,
+) -> list[Metric]:
+    metrics = [
+        Metric(key, float(value), int(row.get("time_ms", 0)) or _now_ms(), int(row["epoch"]))
+        for row in history
+        for key, value in row.items()
+        if key not in ("epoch", "time_ms")
+    ]
+    now = _now_ms()
+    metrics += [Metric(k, float(v), now, 0) for k, v in summary.items()]
+    for key, values in (profiles or {}).items():
+        # long sequences: evenly spaced steps, always the first and the last, at their real step
+        stride = max(1, -(-(len(values) - 1) // (_MAX_PROFILE - 1)))
+        steps = sorted({*range(0, len(values), stride), len(values) - 1} - {-1})
+        metrics += [Metric(key, float(values[t]), now, t) for t in steps]
+    return metrics
+
+
+def _signature(inputs: Any, outputs: Any) -> Any:
+    """Batch and time vary: only a feature axis is fixed ((B, T) token ids vary in both)."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    def spec(array: Any, features: bool) -> TensorSpec:
+        shape = [-1] * (array.ndim - 1) + [array.shape[-1] if features else -1]
+        return TensorSpec(array.dtype, tuple(shape))
+
+    return ModelSignature(Schema([spec(inputs, inputs.ndim == 3)]), Schema([spec(outputs, True)]))
 
 
 def _now_ms() -> int:

@@ -12,8 +12,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy as sa
@@ -22,11 +22,12 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.budget import TrialBudget, release_slot, trials_counted
 from tuner.launch import RunRequest, RunSummary
 from tuner.objective import Objective
-from tuner.study import PARENT_ATTR, make_storage, open_study, wait_for_attr
+from tuner.study import PARENT_ATTR, StorageError, make_storage, open_study, wait_for_attr
 from tuner.tracking import Tracker
 from tuner.urls import redact
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class TrialInterrupted(Exception):
@@ -124,7 +125,9 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
     budget = None
     if req.max_trials is not None:
         study_id = storage.get_study_id_from_name(study.study_name)
-        budget = TrialBudget(storage.engine, study_id, req.max_trials, trials_counted(study))
+        budget = _retrying(
+            lambda: TrialBudget(storage.engine, study_id, req.max_trials, trials_counted(study))
+        )
     count = _Count(req.n_trials, shared_count)
 
     summary = RunSummary(req.study_name, parent_id)
@@ -141,34 +144,65 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
 
     with Interrupts() as interrupts:
         objective = Objective(cfg, tracker, parent_id, interrupts, req.worker_index)
-        while interrupts.requested is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                break
+
+        def one_trial() -> bool:
+            """Run the next trial; False when this worker's budget is spent."""
             if budget is not None and not budget.claim():
                 # Spent, unless a running trial's worker dies and its retry needs a worker.
                 if not _running(study):
-                    break
+                    return False
                 optuna.storages.fail_stale_trials(study)
                 time.sleep(cfg.study.heartbeat_interval)
-                continue
+                return True
             if not count.claim():
                 if budget is not None:
                     budget.release()
+                return False
+            # One trial per call: Optuna runs heartbeats and fails stale trials around it.
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[on_trial_end])
+            return True
+
+        while interrupts.requested is None:
+            if deadline is not None and time.monotonic() >= deadline:
                 break
-            try:
-                # One trial per call: Optuna runs heartbeats and fails stale trials around it.
-                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[on_trial_end])
-            except sa.exc.DBAPIError as e:  # a restarted or unreachable database: wait, go on
-                log.warning(
-                    "study database error (%s); retrying in 5 s", redact(str(e).splitlines()[0])
-                )
-                time.sleep(5)
+            if not _retrying(one_trial):
+                break
     summary.interrupted_by = interrupts.requested
     if progress:
         progress.close()
-    if not _running(study):  # the last worker out closes the study's parent run
+    if not _retrying(lambda: _running(study)):  # the last worker out: plots, close the parent
+        if summary.interrupted_by is None:  # after Ctrl-C: exit now; `rnn-tuner report` later
+            from tuner.plots import report_quietly  # matplotlib: for the last worker out only
+
+            report_quietly(study, tracker, parent_id)
         tracker.close_parent(parent_id)
     return summary
+
+
+# A restarted database or dropped connections: how long a worker waits before giving up.
+_DB_RETRIES, _DB_RETRY_WAIT = 12, 5.0
+
+
+def _retrying(action: Callable[[], T]) -> T:
+    """`action()`, retried while the study database is unreachable; a lasting outage is fatal.
+
+    Optuna reports a dropped connection as StorageInternalError, SQLAlchemy as DBAPIError."""
+    for attempt in range(1, _DB_RETRIES + 1):
+        try:
+            return action()
+        except (sa.exc.DBAPIError, optuna.exceptions.StorageInternalError) as e:
+            if attempt == _DB_RETRIES:
+                raise StorageError(
+                    f"the study database stayed unreachable for {_DB_RETRIES * _DB_RETRY_WAIT:.0f}"
+                    f" s: {redact(str(e).splitlines()[0])}"
+                ) from e
+            log.warning(
+                "study database error (%s); retrying in %.0f s",
+                redact(str(e).splitlines()[0]),
+                _DB_RETRY_WAIT,
+            )
+            time.sleep(_DB_RETRY_WAIT)
+    raise AssertionError("unreachable")
 
 
 def _running(study: optuna.Study) -> bool:

@@ -1,0 +1,203 @@
+"""Seeing the results: the plots a study leaves in MLflow, and the best model retrained, tested
+once and registered. Real studies on tiny data, driven through the `rnn-tuner` command."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+import torch
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from models import AddingData, SequenceModule, evaluate, load_task
+from tests.conftest import tiny_study, write_study
+from tuner.cli import main
+from tuner.plots import TrialRecord, curves_figure, study_figures
+from tuner.tracking import Tracker
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+STUDY_PLOTS = {"history", "importances", "parallel", "slice", "curves", "cells"}
+# Pruning after each epoch from the second trial on: some trials end early, others complete.
+PRUNED_SOMETIMES = {"name": "median", "options": {"n_startup_trials": 1, "n_warmup_steps": 0}}
+
+
+def cli(*args: str):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def studied(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small real study (4 trials, cells searched, some pruned) in its own directory."""
+    directory = tmp_path_factory.mktemp("studied")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(directory)
+        for var in ("RNN_TUNER_STORAGE", "MLFLOW_TRACKING_URI"):
+            mp.delenv(var, raising=False)
+        study = tiny_study(pruner=PRUNED_SOMETIMES, budget={"n_trials": 4, "max_epochs": 3})
+        cli("run", str(write_study(directory / "s.yaml", study)))
+    return directory
+
+
+@pytest.fixture
+def in_studied(studied: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(studied)
+    for var in ("RNN_TUNER_STORAGE", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    return studied
+
+
+def parent_and_trials(directory: Path, name: str = "tiny") -> tuple[MlflowClient, str, list]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{directory}/mlflow.db")
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{directory}/rnn_tuner.db")
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+    experiment = client.get_run(parent_id).info.experiment_id
+    trials = client.search_runs([experiment], "tags.`rnn_tuner.role` = 'trial'", max_results=1000)
+    return client, parent_id, trials
+
+
+def plot_names(client: MlflowClient, parent_id: str) -> set[str]:
+    return {Path(a.path).stem for a in client.list_artifacts(parent_id, "plots")}
+
+
+# ---------------------------------------------------------------- plots
+
+
+def test_a_run_leaves_the_study_plots_in_its_parent_and_curves_in_each_trial(in_studied: Path):
+    client, parent_id, trials = parent_and_trials(in_studied)
+    assert STUDY_PLOTS | {"interactive"} <= plot_names(client, parent_id)
+    assert "pareto" not in plot_names(client, parent_id)  # one objective
+    png = Path(client.download_artifacts(parent_id, "plots/curves.png", str(in_studied / "dl")))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
+
+    states = {t.data.tags["optuna.state"] for t in trials}
+    assert len(trials) == 4 and "PRUNED" in states and "COMPLETE" in states
+    for run in trials:
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["curves.png"]
+        assert run.data.tags["rnn_tuner.curves"] == "curves.png"
+        # the gradient norm reaching each of the 10 time steps, from the trial's last epoch
+        profile = client.get_metric_history(run.info.run_id, "grad_norm_by_step")
+        assert sorted(m.step for m in profile) == list(range(10))
+        assert all(m.value > 0 for m in profile)
+
+
+def test_report_again_adds_no_trial_plot_twice(in_studied: Path):
+    out = cli("report", "tiny").output
+    assert "0 trial plot(s) added" in out
+    assert "plots/importances.png" in out
+
+
+def test_report_on_a_study_without_complete_trials_draws_curves_and_notes_the_rest(
+    workdir: Path,
+):
+    study = tiny_study(  # a threshold no value stays under: pruned after the first epoch
+        pruner={"name": "threshold", "options": {"upper": -1.0}},
+        budget={"n_trials": 2, "max_epochs": 2},
+    )
+    cli("run", str(write_study(workdir / "s.yaml", study)))
+    client, parent_id, trials = parent_and_trials(workdir)
+    assert plot_names(client, parent_id) == {"curves", "notes"}
+    notes = Path(client.download_artifacts(parent_id, "plots/notes.txt", str(workdir / "dl")))
+    assert "no complete trial yet" in notes.read_text()
+    assert all(client.list_artifacts(r.info.run_id) for r in trials)  # pruned trials: curves too
+
+    failed = CliRunner().invoke(main, ["retrain", "tiny"])
+    assert failed.exit_code == 1 and "has no complete trial yet" in failed.output
+
+
+def test_a_multi_objective_study_gets_a_pareto_front(workdir: Path):
+    study = tiny_study(
+        objective=[{"metric": "val_mse"}, {"metric": "n_params"}],
+        sampler={"name": "nsgaii"},
+        budget={"n_trials": 3, "max_epochs": 1},
+    )
+    cli("run", str(write_study(workdir / "s.yaml", study)))
+    client, parent_id, _ = parent_and_trials(workdir)
+    assert {"pareto", "history", "importances", "parallel", "slice"} <= plot_names(
+        client, parent_id
+    )
+
+
+def test_importances_need_two_complete_trials_and_say_so():
+    study = optuna.create_study()
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"lr": 0.01},
+            distributions={"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)},
+            value=0.5,
+        )
+    )
+    figures, notes = study_figures(study, ["val_mse"], [])
+    assert set(figures) == {"history"}
+    assert "importances: need 2 complete trials, the study has 1" in notes
+    assert "curves: no finished trial yet" in notes
+
+
+def test_learning_curves_mark_each_pruned_trial_where_it_stopped():
+    records = [
+        TrialRecord(0, "COMPLETE", "a", [(0, 1.0), (1, 0.5), (2, 0.4)], True),
+        TrialRecord(1, "PRUNED", "b", [(0, 1.2)], True),
+        TrialRecord(2, "PRUNED", "c", [(0, 0.9), (1, 0.8)], True),
+    ]
+    fig = curves_figure(records, "val_mse", optuna.study.StudyDirection.MINIMIZE)
+    ax = fig.axes[0]
+    crosses = [line for line in ax.lines if line.get_marker() == "x"]
+    assert sorted(tuple(line.get_xydata()[0]) for line in crosses) == [(0, 1.2), (1, 0.8)]
+
+
+def test_a_long_gradient_profile_fits_the_trial_batch(in_studied: Path):
+    tracker = Tracker(f"sqlite:///{in_studied}/mlflow.db", "profiles")
+    run_id = tracker.start_trial(tracker.create_parent("p", {}), 0, {}, {})
+    profile = [1.0 + t for t in range(1000)]
+    tracker.finish_trial(run_id, "COMPLETE", [], {}, profiles={"grad_norm_by_step": profile})
+    steps = sorted(m.step for m in tracker.client.get_metric_history(run_id, "grad_norm_by_step"))
+    assert len(steps) <= 256 and steps[0] == 0 and steps[-1] == 999
+    assert all(b - a <= 4 for a, b in zip(steps, steps[1:], strict=False))  # evenly spread
+
+
+# ---------------------------------------------------------------- the best model
+
+
+def test_retrain_registers_a_version_that_loads_and_predicts_the_same(
+    in_studied: Path, monkeypatch: pytest.MonkeyPatch
+):
+    client, parent_id, _ = parent_and_trials(in_studied)
+    best = optuna.load_study(study_name="tiny", storage="sqlite:///rnn_tuner.db").best_trial
+    out = cli("retrain", "tiny").output  # the study file: the copy logged in the parent run
+    assert f"retrained trial {best.number} of study 'tiny'" in out
+    assert f"validation val_mse: {best.value:.5g} in the study, {best.value:.5g} retrained" in out  # fmt: skip
+
+    version = client.get_model_version("rnn-tuner-tiny", "1")
+    run = client.get_run(version.run_id)
+    assert run.info.run_name == "retrain" and run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == parent_id
+    assert run.data.tags["rnn_tuner.retrain_of"] == parent_id
+    test_mse = run.data.metrics["test_mse"]
+    assert f"test       test_mse: {test_mse:.5g}" in out
+    assert run.data.metrics["study_val_mse"] == pytest.approx(best.value)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{in_studied}/mlflow.db")  # for models:/
+    net = mlflow.pytorch.load_model("models:/rnn-tuner-tiny/1")
+    checkpoint = client.download_artifacts(run.info.run_id, "checkpoint/model.ckpt", "ckpt")
+    module = SequenceModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    data = load_task(AddingData(seq_len=10, n_train=128, n_val=64, n_test=64))
+    with torch.no_grad():
+        assert torch.equal(net(data.test.inputs), module.net.eval()(data.test.inputs))
+    module.net.load_state_dict(net.state_dict())  # the registered weights give the logged score
+    assert evaluate(module, data, "test")["test_mse"] == pytest.approx(test_mse, rel=1e-6)
+    pyfunc = mlflow.pyfunc.load_model("models:/rnn-tuner-tiny/1")  # served with its signature
+    predicted = pyfunc.predict(data.test.inputs[:5].numpy())
+    np.testing.assert_allclose(predicted, net(data.test.inputs[:5]).detach().numpy(), rtol=1e-6)
+
+    again = cli("retrain", "tiny", "--study-file", "s.yaml").output
+    assert "registered model 'rnn-tuner-tiny' version 2" in again
+    second = client.get_run(client.get_model_version("rnn-tuner-tiny", "2").run_id)
+    assert second.data.metrics["test_mse"] == test_mse  # seeded: the same model again
+    assert not math.isnan(test_mse)

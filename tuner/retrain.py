@@ -1,0 +1,214 @@
+"""`rnn-tuner retrain STUDY`: the best configuration trained again, tested once, registered.
+
+    rnn-tuner retrain quickstart
+    net = mlflow.pytorch.load_model("models:/rnn-tuner-quickstart/1")   # anywhere, later
+    net(inputs)                                 # (batch, time, features) -> predictions
+
+1. The best trial: the study's best (multi-objective: of the Pareto front, the one best on the
+   first validation metric). Its settings are the study file's `fixed:` settings and defaults
+   with the trial's parameters on top, seed included, so training repeats the trial's.
+2. Training on the training split, validating each epoch; the best validation epoch's weights
+   are kept, as the study valued the trial by its best epoch.
+3. One evaluation on the test split, which the study never saw.
+4. A run `retrain` nested under the study's parent run: parameters, per-epoch metrics, the test
+   metrics, the checkpoint (`checkpoint/model.ckpt`, loads with
+   `SequenceModule.load_from_checkpoint`), and the network as an MLflow model: the plain
+   `nn.Module` (`SequenceNet`) with an input example, a signature and the `models` code beside it,
+   registered as a new version of `rnn-tuner-<study>`.
+
+The study file gives the task and its data: `--study-file`, else the copy that `rnn-tuner run`
+logged in the parent run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytorch_lightning as pl
+import torch
+
+import models
+from models import METRIC_MODES, SequenceModule, TaskData, evaluate, train
+from models.config import Settings
+from tuner.config import StudyConfig, load_study_file, task_data
+from tuner.tracking import Tracker
+
+
+class NoStudyFile(LookupError):
+    """Neither --study-file nor a study file logged in the parent run."""
+
+
+class NoBestTrial(LookupError):
+    """The study has no complete trial to retrain."""
+
+
+@dataclass
+class Retrained:
+    study: str
+    trial: int
+    metric: str  # the validation metric the study optimised, e.g. val_mse
+    study_value: float  # the trial's best validation value in the study
+    value: float  # the retrained model's best validation value (its kept epoch)
+    test: dict[str, float]  # test_<metric>: the one evaluation on the test split
+    epochs: int
+    seconds: float
+    model_name: str
+    version: str
+    model_uri: str
+    run_id: str
+
+    def text(self) -> str:
+        test_metric = "test_" + self.metric.removeprefix("val_")
+        others = ", ".join(f"{k} {v:.5g}" for k, v in self.test.items() if k != test_metric)
+        return "\n".join(
+            [
+                f"retrained trial {self.trial} of study {self.study!r}: {self.epochs} epoch(s), "
+                f"{self.seconds:.1f} s",
+                f"  validation {self.metric}: {self.study_value:.5g} in the study, "
+                f"{self.value:.5g} retrained",
+                f"  test       {test_metric}: {self.test.get(test_metric, float('nan')):.5g}"
+                + (f" ({others})" if others else ""),
+                f"registered model {self.model_name!r} version {self.version} "
+                f"(models:/{self.model_name}/{self.version}), run {self.run_id}",
+            ]
+        )
+
+
+def model_name(study_name: str) -> str:
+    """The registered model's name: `rnn-tuner-<study>`, with unusual characters as `-`."""
+    return "rnn-tuner-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", study_name)
+
+
+def study_config(tracker: Tracker, parent_id: str, study_file: Path | None) -> StudyConfig:
+    """The study file given, else the one logged in the parent run (its only YAML artifact)."""
+    if study_file is not None:
+        return load_study_file(study_file)
+    logged = [p for p in tracker.artifact_paths(parent_id) if p.endswith((".yaml", ".yml"))]
+    if len(logged) != 1:
+        raise NoStudyFile(
+            f"the study's parent run {parent_id} holds {len(logged)} study file(s) "
+            f"({', '.join(logged) or 'none'}); pass the study file with --study-file"
+        )
+    with tempfile.TemporaryDirectory(prefix="rnn-tuner-") as tmp:
+        return load_study_file(tracker.download_artifact(parent_id, logged[0], tmp))
+
+
+def best_trial(study: optuna.Study, cfg: StudyConfig) -> tuple[optuna.trial.FrozenTrial, int]:
+    """The trial to retrain, and the index of the validation objective it is judged by."""
+    metrics = [o.metric for o in cfg.objectives]
+    index = next((i for i, m in enumerate(metrics) if m != "n_params"), 0)
+    try:
+        front = [study.best_trial] if len(study.directions) == 1 else study.best_trials
+    except ValueError:
+        front = []
+    if not front:
+        raise NoBestTrial(
+            f"study {study.study_name!r} has no complete trial yet; "
+            f"see `rnn-tuner status {study.study_name}`"
+        )
+    pick = max if cfg.directions[index] == "maximize" else min
+    return pick(front, key=lambda t: t.values[index]), index
+
+
+def retrain(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent_id: str) -> Retrained:
+    started = time.perf_counter()
+    trial, index = best_trial(study, cfg)
+    metric = cfg.objectives[index].metric
+    settings = replace(cfg.base_settings(), **trial.params)
+    data = task_data(cfg.task)
+    name = model_name(study.study_name)
+    params = {**settings.to_dict(), **{f"task.{k}": v for k, v in asdict(cfg.task).items()}}
+    tags = {"rnn_tuner.study": study.study_name, "rnn_tuner.best_trial": str(trial.number)}
+    run_id = tracker.start_retrain(parent_id, params, tags)
+    try:
+        with tempfile.TemporaryDirectory(prefix="rnn-tuner-retrain-") as tmp:
+            module, history, value = _fit(settings, data, metric, Path(tmp) / "checkpoint")
+            test = evaluate(module, data, "test")  # the one look at the test split
+            summary = {
+                **test,
+                f"study_{metric}": trial.values[index],
+                "n_params": sum(p.numel() for p in module.parameters()),
+            }
+            tracker.log_metrics(run_id, history, summary)
+            tracker.log_artifacts(run_id, str(Path(tmp) / "checkpoint"), "checkpoint")
+            net = module.net.cpu().eval()
+            example = _input_example(data)
+            with torch.no_grad():
+                output = net(torch.as_tensor(example)).numpy()
+            model_uri, version = tracker.log_model(
+                run_id,
+                net,
+                example,
+                output,
+                name,
+                code_paths=[str(Path(models.__file__).parent)],  # loads without this project
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+            )
+        tracker.set_tags(run_id, {"rnn_tuner.model": f"{name}/{version}"})
+        tracker.end_run(run_id)
+    except BaseException:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    return Retrained(
+        study.study_name,
+        trial.number,
+        metric,
+        trial.values[index],
+        value,
+        test,
+        len(history),
+        time.perf_counter() - started,
+        name,
+        version,
+        model_uri,
+        run_id,
+    )
+
+
+def _fit(
+    settings: Settings, data: TaskData, metric: str, checkpoint_dir: Path
+) -> tuple[SequenceModule, list[dict[str, float]], float]:
+    """Train as the trial did; returns the module with its best validation epoch's weights,
+    the history and the best value, and leaves that state as `checkpoint_dir/model.ckpt`."""
+    keep = BestWeights(metric, METRIC_MODES[metric])
+    result = train(settings, data, monitor=metric, callbacks=[keep])
+    if keep.state is not None:  # else never a finite value: keep the last epoch
+        result.module.load_state_dict(keep.state)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    result.trainer.save_checkpoint(checkpoint_dir / "model.ckpt", weights_only=False)
+    return result.module, result.history, result.best_value
+
+
+class BestWeights(pl.Callback):
+    """Keeps (in memory) the weights of the best validation epoch so far: the study valued a
+    trial by its best epoch, so that is the model to test."""
+
+    def __init__(self, metric: str, mode: str) -> None:
+        self.metric, self.mode = metric, mode
+        self.best = math.nan
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        value = pl_module.history[-1].get(self.metric, math.nan)  # after this epoch's validation
+        if not math.isfinite(value):
+            return
+        if self.state is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best = value
+            self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+
+def _input_example(data: TaskData) -> Any:
+    """Two test sequences as the model takes them: (2, T, F) floats or (2, T) token ids; a
+    language model's one window (1, L) of the test stream."""
+    test = data.test.inputs
+    if data.info.task == "language_model":
+        return test[: data.info.max_len][None].numpy()  # (1, L)
+    return np.ascontiguousarray(test[:2].numpy())
