@@ -180,6 +180,12 @@ class SequenceModule(pl.LightningModule):
         if prefix == 0:
             features, _ = self.net.encode(inputs, lengths)  # (B, T, H)
             mask, last = step_mask(real, steps), real - 1
+        elif lengths is None and self.settings.pooling == "last":
+            # equal lengths, last-step pooling: the plain TBPTT split, no window or mask to build
+            with torch.no_grad():
+                _, state = self.net.encode(inputs[:, :prefix])
+            features, _ = self.net.encode(inputs[:, prefix:], None, state)  # (B, k, H)
+            return self._many_to_one_loss(self.net.head(features[:, -1]), targets)
         else:
             with torch.no_grad():
                 early, state = self.net.encode(inputs[:, :prefix], start)  # (B, P, H), constants
