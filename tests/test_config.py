@@ -144,3 +144,10 @@ def test_objective_shorthands_are_one_item_lists():
     cfg = parse_study(tiny_study(objective="val_mae"))
     assert [o.metric for o in cfg.objectives] == ["val_mae"] and cfg.directions == ["minimize"]
     assert yaml.safe_dump(cfg.model_dump(mode="json"))  # a config serialises back to plain data
+
+
+def test_a_file_without_objective_optimises_the_validation_loss():
+    study = tiny_study()
+    del study["objective"]
+    cfg = parse_study(study)
+    assert [o.metric for o in cfg.objectives] == ["val_loss"] and cfg.directions == ["minimize"]

@@ -140,8 +140,8 @@ class StudyConfig(_Strict):
     task: Annotated[DataConfig, Field(discriminator="source")]
     fixed: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Distribution] = Field(default_factory=dict)
-    objective: Objective | list[Objective] = Field(
-        default_factory=lambda: Objective(metric="val_loss")
+    objective: list[Objective] = Field(
+        default_factory=lambda: [Objective(metric="val_loss")], min_length=1
     )
     sampler: NamedPlugin = Field(default_factory=lambda: NamedPlugin(name="tpe"))
     pruner: NamedPlugin | None = None  # None: median for one objective, none for several

@@ -134,11 +134,14 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
     progress = _Progress(req, summary) if req.progress else None
     deadline = None if req.timeout is None else time.monotonic() + req.timeout
 
+    last_best: list[int | None] = [None]  # the best trial the parent run shows
+
     def on_trial_end(study: optuna.Study, trial: FrozenTrial) -> None:
         summary.states[trial.state.name] += 1
         best = _best(study)
-        if best is not None:
+        if best is not None and best["number"] != last_best[0]:  # one MLflow write, when it moves
             tracker.update_best(parent_id, best, trial.number + 1)
+            last_best[0] = best["number"]
         if progress:
             progress.update(trial, best)
 

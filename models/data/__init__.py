@@ -4,16 +4,16 @@
     dm = SequenceDataModule(data, batch_size=64, seed=0)
 
 `load_task` is deterministic (same cfg, same tensors) and the config dataclasses are frozen, so a
-caller may cache it keyed by cfg. `SequenceDataModule` is imported lazily, so reading a study file
-(which only needs the config classes) does not pay for importing Lightning.
+caller may cache it keyed by cfg. `SequenceDataModule`, the loaders and the tensor types are imported lazily, so reading a study
+file (which only needs the config classes) does not pay for importing torch or Lightning.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from models.data.base import Batch, DataInfo, Split, TaskData
 from models.data.config import (
     SOURCES,
     AddingData,
@@ -25,41 +25,55 @@ from models.data.config import (
     TaggedData,
     TextData,
 )
-from models.data.files_csv import load_csv
-from models.data.files_npz import load_npz
-from models.data.files_text import load_tagged, load_text
-from models.data.synthetic import load_adding, load_copy, load_sine
 from models.errors import DataError
 
 if TYPE_CHECKING:
+    from models.data.base import Batch, DataInfo, Split, TaskData
     from models.data.datamodule import SequenceDataModule
 
-LOADERS: dict[str, Callable[[Any], TaskData]] = {
-    "adding": load_adding,
-    "copy": load_copy,
-    "sine": load_sine,
-    "npz": load_npz,
-    "csv": load_csv,
-    "text": load_text,
-    "tagged": load_tagged,
-}
+
+def _loaders() -> dict[str, Callable[[Any], TaskData]]:
+    """Loaders by source; imported on first use, since they import torch."""
+    from models.data.files_csv import load_csv
+    from models.data.files_npz import load_npz
+    from models.data.files_text import load_tagged, load_text
+    from models.data.synthetic import load_adding, load_copy, load_sine
+
+    return {
+        "adding": load_adding,
+        "copy": load_copy,
+        "sine": load_sine,
+        "npz": load_npz,
+        "csv": load_csv,
+        "text": load_text,
+        "tagged": load_tagged,
+    }
 
 
 def load_task(cfg: DataConfig) -> TaskData:
     """The train/val/test tensors and `DataInfo` of the task `cfg` describes."""
     source = getattr(cfg, "source", None)
-    if source not in LOADERS:
+    loaders = _loaders()
+    if source not in loaders:
         raise DataError(
-            f"task.source {source!r} is not a data source; choose one of {', '.join(LOADERS)}"
+            f"task.source {source!r} is not a data source; choose one of {', '.join(loaders)}"
         )
-    return LOADERS[source](cfg)
+    return loaders[source](cfg)
+
+
+_LAZY = {
+    "SequenceDataModule": "models.data.datamodule",
+    "Batch": "models.data.base",
+    "DataInfo": "models.data.base",
+    "Split": "models.data.base",
+    "TaskData": "models.data.base",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "SequenceDataModule":
-        from models.data.datamodule import SequenceDataModule
-
-        return SequenceDataModule
+    """Names that need torch (or Lightning) import on first use: reading a study file is fast."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

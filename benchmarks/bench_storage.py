@@ -1,0 +1,498 @@
+"""The study database under stress, and as a study grows.
+
+Stress: 8, 16 and 32 worker processes share one PostgreSQL study and run a trivial objective
+(three parameters, ten intermediate reports, `should_prune` after each, as the pruning callback
+does) for a fixed window, long enough for a few trials per worker. Compared side by side, in
+alternating order (the sampler is random in every mode: the figures are the storage's, not TPE's):
+
+  rdb         Optuna's RDBStorage used directly: `study.optimize(objective, timeout=...)`
+  tuner       what an rnn-tuner worker does: `make_storage` (heartbeats, pre-pinged pool), one
+              budget claim per trial, `optimize(n_trials=1)`, the best trial read after each
+and, at 16 workers, what-ifs that look for what would double `rdb`'s throughput:
+  tuner-lean  `tuner` without the pruning checks the pruner answers "no" to unread (warm-up)
+  journal     Optuna's JournalStorage with its log in a PostgreSQL table (`PostgresJournal`)
+  grpc        Optuna's gRPC storage proxy in front of the database (only where grpcio is installed)
+
+Reported: trials/s finished inside the window, p95 of a trial's time in storage calls (ms), and
+zero lost or duplicated trials (every trial a worker finished is in the database exactly once,
+none left running, none there that no worker ran, every budget slot claimed became a trial).
+
+Growth: one trial (ask, the quickstart search space, ten reports with `should_prune`, tell) with
+rnn-tuner's sampler (TPE, constant liar) and pruner (median), in a study already holding 10,000
+trials against one holding 100, alternating.
+
+    python -m benchmarks --only storage [--quick]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import socket
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from optuna.trial import TrialState
+
+from benchmarks.common import (
+    CallTimer,
+    Pool,
+    median,
+    paired_ratio,
+    percentile,
+    postgres_database,
+    process_context,
+    row,
+    wrap_storage,
+)
+from tuner.budget import TrialBudget
+from tuner.config import load_study_file, parse_study
+from tuner.space import suggest
+from tuner.study import make_pruner, make_sampler, make_storage
+
+ROOT = Path(__file__).resolve().parent.parent
+N_REPORTS = 10
+UNLIMITED = 10**9  # a budget that never runs out: the claim is measured, not the limit
+# rnn-tuner's default pruner for a study file that names none (median, 4 startup trials, 2 warm-up
+# steps); the sampler is random in every mode, so the numbers are the storage's, not TPE's.
+_PRUNER_CFG = parse_study(
+    {"study": {"name": "_"}, "task": {"source": "adding"}, "objective": "val_mse"}
+)
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    with postgres_database("storage") as url:
+        return stress(url, quick) + growth(url, quick)
+
+
+# ---------------------------------------------------------------- stress
+
+
+def stress(url: str, quick: bool) -> list[dict[str, Any]]:
+    # Windows long enough for a few trials per worker: a trial's latency grows with the workers.
+    windows = {8: 3.0, 32: 8.0} if quick else {8: 5.0, 16: 8.0, 32: 14.0}
+    sizes, rounds = tuple(windows), 1 if quick else 2
+    # The what-ifs run at one size, to keep the whole benchmark within its time.
+    what_ifs = [] if quick else [m for m in MODES if m not in BASE_MODES and _available(m)]
+    plan = {n: [*BASE_MODES, *(what_ifs if n == 16 else [])] for n in sizes}
+    # Optuna's tables, made once before anyone races to make them (the proxy and the workers).
+    optuna.storages.RDBStorage(url).engine.dispose()
+    ctx = process_context()
+    results: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    with contextlib.ExitStack() as stack:
+        # The journal's study ids start again at 0: its own database keeps them apart from the
+        # RDB studies' in the budget table.
+        urls = {mode: url for mode in MODES}
+        if "journal" in what_ifs:
+            urls["journal"] = stack.enter_context(postgres_database("journal"))
+        pool = Pool(ctx, max(sizes), _setup, _stress_worker)
+        stack.callback(pool.close)
+        proxy = _start_proxy(ctx, url) if "grpc" in what_ifs else None
+        if proxy is not None:
+            stack.callback(proxy[0].join)
+            stack.callback(proxy[0].terminate)
+        for n, modes in plan.items():
+            for r in range(rounds):
+                for mode in modes if r % 2 == 0 else modes[::-1]:
+                    name = f"stress_{mode}_{n}_{r}".replace("-", "_")
+                    result = _window(pool, urls[mode], name, mode, n, windows[n], proxy)
+                    results.setdefault((n, mode), []).append(result)
+                    print(f"  storage {name}: {_brief(result)}", file=sys.stderr, flush=True)
+    rows = []
+    for n, modes in plan.items():
+        base = results[(n, "rdb")]
+        for mode in modes[1:]:
+            runs = results[(n, mode)]
+            ratio = paired_ratio(
+                [x["trials_per_s"] for x in base], [x["trials_per_s"] for x in runs]
+            )
+            lost = sum(x["lost"] for x in base + runs)
+            duplicated = sum(x["duplicated"] for x in base + runs)
+            both = {"rdb": base, mode: runs}
+            tps = {m: median(x["trials_per_s"] for x in v) for m, v in both.items()}
+            rows.append(
+                row(
+                    f"{n} workers: {mode} vs rdb, trials/s",
+                    ratio,
+                    ">= 2.0" if mode == "tuner" else "what-if",
+                    ratio >= 2.0 and lost == duplicated == 0 if mode == "tuner" else None,
+                    summary=f"{tps[mode]:.1f} vs {tps['rdb']:.1f} trials/s; lost {lost}, "
+                    f"duplicated {duplicated}",
+                    trials_per_s=tps,
+                    p95_storage_ms={
+                        m: median(x["p95_storage_ms"] for x in v) for m, v in both.items()
+                    },
+                    storage_calls={m: median(x["calls"] for x in v) for m, v in both.items()},
+                    lost=lost,
+                    duplicated=duplicated,
+                )
+            )
+    return rows
+
+
+def _brief(result: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
+    )
+
+
+# mode -> (storage kind, worker loop, pruning checks): see the module docstring.
+MODES = {
+    "rdb": ("rdb", "optuna", "always"),
+    "tuner": ("tuner", "tuner", "always"),
+    # What-ifs, to find what would earn the target:
+    "tuner-lean": ("tuner", "tuner", "when-possible"),  # no check the pruner answers "no" to unread
+    "journal": ("journal", "tuner", "always"),  # Optuna's JournalStorage on a PostgreSQL log table
+    "grpc": ("grpc", "optuna", "always"),  # Optuna's gRPC proxy in front of the database
+}
+BASE_MODES = ("rdb", "tuner")
+
+
+def _storage(kind: str, url: str, study: str, port: int | None = None) -> Any:
+    if kind == "rdb":
+        return optuna.storages.RDBStorage(url)
+    if kind == "tuner":
+        return make_storage(url, heartbeat_interval=10, grace_period=60)
+    if kind == "journal":
+        # One log for the whole database, as a deployment would have: study ids stay unique.
+        return optuna.storages.JournalStorage(PostgresJournal(url, "journal"))
+    storage = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)
+    storage.wait_server_ready(timeout=30)
+    return storage
+
+
+def _engine(storage: Any) -> sa.Engine:
+    return (
+        storage._backend.engine
+        if isinstance(storage, optuna.storages.JournalStorage)
+        else storage.engine
+    )
+
+
+def _window(
+    pool: Pool, url: str, name: str, mode: str, n: int, seconds: float, proxy: Any
+) -> dict[str, Any]:
+    """One timed window: n workers on a fresh study; returns throughput, latency, integrity."""
+    kind = MODES[mode][0]
+    storage = _storage("rdb" if kind == "grpc" else kind, url, name)
+    study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
+    if MODES[mode][1] == "tuner":  # the first worker of a real run makes the table and the row
+        TrialBudget(_engine(storage), study._study_id, UNLIMITED, 0)
+    task = {"mode": mode, "url": url, "study": name, "seconds": seconds}
+    task["port"] = None if proxy is None else proxy[1]
+    start, reports = pool.run(task, n, timeout=seconds + 120)
+    deadline = start + seconds
+    finished = [t for rep in reports for t in rep["trials"]]
+    in_window = [t for t in finished if t["end"] <= deadline]
+
+    # Integrity: every trial a worker finished is in the database once, finished; nothing is
+    # left running; nothing is there that no worker ran; every budget slot claimed has its trial.
+    db_trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    db_numbers = [t.number for t in db_trials]
+    done = {t.number for t in db_trials if t.state.is_finished()}
+    numbers = [t["number"] for t in finished]
+    lost = sum(num not in done for num in numbers)
+    lost += sum(t.state == TrialState.RUNNING for t in db_trials)
+    duplicated = len(numbers) - len(set(numbers)) + len(db_numbers) - len(set(db_numbers))
+    duplicated += len(set(db_numbers) - set(numbers))
+    if MODES[mode][1] == "tuner":
+        claimed = TrialBudget(_engine(storage), study._study_id, UNLIMITED, 0).claimed
+        lost += abs(claimed - len(db_trials))
+    _engine(storage).dispose()
+    return {
+        "trials_per_s": len(in_window) / seconds,
+        "p95_storage_ms": percentile([1000 * t["storage_s"] for t in in_window], 95),
+        "calls": median(t["calls"] for t in in_window) if in_window else math.nan,
+        "lost": lost,
+        "duplicated": duplicated,
+    }
+
+
+def _setup() -> CallTimer:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    timer = CallTimer()
+    wrap_storage(timer)
+    timer.wrap(TrialBudget, "storage", ["claim"])
+    timer.wrap(PostgresJournal, "storage", ["read_logs", "append_logs"])
+    return timer
+
+
+def _stress_worker(task: dict[str, Any], timer: CallTimer, ready: Any) -> dict[str, Any]:
+    kind, loop, checks = MODES[task["mode"]]
+    storage = _storage(kind, task["url"], task["study"], task["port"])
+    pruner = make_pruner(_PRUNER_CFG)
+    study = optuna.load_study(
+        study_name=task["study"],
+        storage=storage,
+        sampler=optuna.samplers.RandomSampler(),
+        pruner=pruner,
+    )
+    objective = _Objective(pruner if checks == "when-possible" else None)
+    budget = None
+    if loop == "tuner":
+        budget = TrialBudget(_engine(storage), study._study_id, UNLIMITED, 0)
+    trials: list[dict[str, Any]] = []
+
+    def on_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if loop == "tuner":  # the worker's callback keeps the parent run's best value current
+            with contextlib.suppress(ValueError):
+                _ = study.best_trial
+        totals, counts = timer.take()
+        trials.append(
+            {
+                "number": trial.number,
+                "end": time.time(),
+                "storage_s": totals.get("storage", 0.0),
+                "calls": counts.get("storage", 0),
+            }
+        )
+
+    start = ready()
+    deadline = start + task["seconds"]
+    timer.take()
+    if budget is None:
+        study.optimize(objective, timeout=task["seconds"], callbacks=[on_end])
+    else:
+        while time.time() < deadline and budget.claim():
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[on_end])
+    if kind != "grpc":
+        _engine(storage).dispose()
+    return {"trials": trials}
+
+
+class _Objective:
+    """Three parameters, ten reports and a pruning check after each; no training. Given the
+    pruner, it skips the checks whose answer is "no" whatever the study holds (warm-up steps and
+    steps between intervals), which Optuna's percentile pruner answers only after reading every
+    finished trial."""
+
+    def __init__(self, pruner: optuna.pruners.BasePruner | None) -> None:
+        self.warmup = getattr(pruner, "_n_warmup_steps", 0) if pruner else 0
+        self.interval = getattr(pruner, "_interval_steps", 1) if pruner else 1
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        hidden = trial.suggest_int("hidden_size", 16, 256, log=True)
+        cell = trial.suggest_categorical("cell", ["rnn", "lstm", "gru"])
+        floor = abs(math.log10(lr) + 2.5) + 10 / hidden + (0.1 if cell == "rnn" else 0.0)
+        value = math.inf
+        for step in range(N_REPORTS):
+            value = floor + 1.0 / (step + 1)
+            trial.report(value, step)
+            can_prune = step >= self.warmup and (step - self.warmup) % self.interval == 0
+            if can_prune and trial.should_prune():
+                raise optuna.TrialPruned()
+        return value
+
+
+class PostgresJournal(optuna.storages.journal.BaseJournalBackend):
+    """A what-if: Optuna's JournalStorage with its log in a PostgreSQL table. A read fetches only
+    the entries since the last read; a write appends one row. Appends are serialised by an
+    advisory lock so that log numbers have no gaps and commit in order. Entries are JSON text, as
+    in Optuna's file journal (jsonb would refuse the NaN and Infinity a trial may report)."""
+
+    def __init__(self, url: str, table: str) -> None:
+        self.url, self.table = url, table
+        self.engine = sa.create_engine(url, pool_size=2, max_overflow=2)
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7317)"))  # one creator at a time
+            conn.execute(
+                sa.text(f"CREATE TABLE IF NOT EXISTS {table} (n bigint PRIMARY KEY, log text)")
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "table": self.table}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], state["table"])  # type: ignore[misc]
+
+    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(f"SELECT log FROM {self.table} WHERE n >= :n ORDER BY n"),
+                {"n": log_number_from},
+            )
+            return [json.loads(r[0]) for r in rows]
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7318)"))
+            first = conn.execute(sa.text(f"SELECT coalesce(max(n) + 1, 0) FROM {self.table}"))
+            n0 = int(first.scalar_one())
+            conn.execute(
+                sa.text(f"INSERT INTO {self.table} (n, log) VALUES (:n, :log)"),
+                [{"n": n0 + i, "log": json.dumps(log)} for i, log in enumerate(logs)],
+            )
+
+
+def _available(mode: str) -> bool:
+    """The gRPC proxy needs grpcio, which rnn-tuner does not depend on."""
+    if mode != "grpc":
+        return True
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        print("  storage: grpcio not installed, gRPC proxy not measured", file=sys.stderr)
+        return False
+    return True
+
+
+def _start_proxy(ctx: Any, url: str) -> tuple[Any, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = ctx.Process(target=_proxy, args=(url, port), daemon=True)
+    proc.start()
+    return proc, port
+
+
+def _proxy(url: str, port: int) -> None:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # get_storage: the proxy keeps Optuna's trial cache in front of the database.
+    storage = optuna.storages.get_storage(url)
+    optuna.storages.run_grpc_proxy_server(storage, host="127.0.0.1", port=port)
+
+
+# ---------------------------------------------------------------- growth
+
+
+def growth(url: str, quick: bool) -> list[dict[str, Any]]:
+    """Per-trial overhead with 10,000 trials in the study against 100, alternating."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        # ExperimentalWarning, and "heartbeat is for Study.optimize": trials here are asked.
+        warnings.simplefilter("ignore")
+        return _growth(url, quick)
+
+
+def _growth(url: str, quick: bool) -> list[dict[str, Any]]:
+    cfg = load_study_file(ROOT / "studies" / "quickstart.yaml")
+    rounds = 8 if quick else 20
+    seeds = _seed_trials(cfg, 100)
+    storage = make_storage(url)
+    sizes = {"small": 100, "big": 10_000}
+    for key, size in sizes.items():
+        study = optuna.create_study(storage=storage, study_name=f"growth-{key}")
+        study.add_trials(seeds)
+        _replicate(storage.engine, study._study_id, len(seeds), size // len(seeds) - 1)
+    # Fresh study objects, as a worker joining a running study has: an empty trial cache.
+    studies = {
+        key: optuna.load_study(
+            study_name=f"growth-{key}",
+            storage=storage,
+            sampler=make_sampler(cfg, seed=i),
+            pruner=make_pruner(cfg),
+        )
+        for i, key in enumerate(sizes)
+    }
+    cold = {key: _one_trial(study, cfg) for key, study in studies.items()}
+    times: dict[str, list[float]] = {key: [] for key in sizes}
+    parts: dict[str, list[dict[str, float]]] = {key: [] for key in sizes}
+    timer = CallTimer()  # where a trial's time goes: a call inside another counts once
+    timer.wrap(optuna.pruners.PercentilePruner, "pruner", ["prune"])
+    timer.wrap(optuna.samplers.TPESampler, "sampler", ["sample_relative", "sample_independent"])
+    wrap_storage(timer)
+    try:
+        for r in range(rounds + 2):
+            order = list(sizes) if r % 2 == 0 else list(sizes)[::-1]
+            for key in order:
+                timer.take()
+                t = _one_trial(studies[key], cfg)
+                if r >= 2:  # two warm-up rounds
+                    times[key].append(t)
+                    parts[key].append(timer.take()[0])
+    finally:
+        timer.restore()
+    ratio = paired_ratio(times["small"], times["big"])
+    storage.engine.dispose()
+    ms = {k: 1000 * median(v) for k, v in times.items()}
+    split = {
+        key: {
+            c: 1000 * median(p.get(c, 0.0) for p in parts[key])
+            for c in ("storage", "sampler", "pruner")
+        }
+        for key in sizes
+    }
+    return [
+        row(
+            "growth: ms per trial, 10,000-trial vs 100-trial study",
+            ratio,
+            "<= 2.0",
+            ratio <= 2.0,
+            summary=f"{ms['big']:.0f} vs {ms['small']:.0f} ms; a fresh worker's first trial "
+            f"{1000 * cold['big']:.0f} vs {1000 * cold['small']:.0f} ms",
+            ms_per_trial=ms,
+            ms_per_trial_in=split,
+            first_trial_of_a_fresh_worker_ms={k: 1000 * v for k, v in cold.items()},
+        )
+    ]
+
+
+def _one_trial(study: optuna.Study, cfg: Any) -> float:
+    started = time.perf_counter()
+    trial = study.ask()
+    suggest(trial, cfg)
+    value, state = math.inf, TrialState.COMPLETE
+    for step in range(N_REPORTS):
+        value = 0.2 / (step + 1) + 0.05 * (trial.number % 7)
+        trial.report(value, step)
+        if trial.should_prune():
+            state = TrialState.PRUNED
+            break
+    if state == TrialState.PRUNED:
+        study.tell(trial, state=state)
+    else:
+        study.tell(trial, value)
+    return time.perf_counter() - started
+
+
+def _seed_trials(cfg: Any, n: int) -> list[optuna.trial.FrozenTrial]:
+    """n finished trials of the study's search space (random parameters, a learning curve each),
+    made in memory: the fast way to fill a database is to add finished trials in bulk."""
+    memory = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for i in range(n):
+        trial = memory.ask()
+        suggest(trial, cfg)
+        final = 0.01 + 0.15 * ((i * 37) % 100) / 100
+        for step in range(N_REPORTS):
+            trial.report(final * (1 + 1.0 / (step + 1)), step)
+        memory.tell(trial, final)
+    return memory.get_trials()
+
+
+def _replicate(engine: sa.Engine, study_id: int, n: int, copies: int) -> None:
+    """Copy the study's first n trials `copies` times inside the database (numbers n, n+1, ...),
+    with their parameters, values and learning curves, values jittered by up to 10%."""
+    if copies <= 0:
+        return
+    new = "nt.study_id = :sid AND nt.number >= :n"
+    pair = "JOIN trials st ON st.study_id = nt.study_id AND st.number = nt.number % :n"
+    statements = [
+        """INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete)
+           SELECT t.number + :n * k, t.study_id, t.state, t.datetime_start, t.datetime_complete
+           FROM trials t CROSS JOIN generate_series(1, :copies) AS k
+           WHERE t.study_id = :sid AND t.number < :n""",
+        f"""INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json)
+            SELECT nt.trial_id, p.param_name, p.param_value, p.distribution_json
+            FROM trials nt {pair} JOIN trial_params p ON p.trial_id = st.trial_id WHERE {new}""",
+        f"""INSERT INTO trial_values (trial_id, objective, value, value_type)
+            SELECT nt.trial_id, v.objective, v.value * (0.9 + 0.2 * random()), v.value_type
+            FROM trials nt {pair} JOIN trial_values v ON v.trial_id = st.trial_id WHERE {new}""",
+        f"""INSERT INTO trial_intermediate_values
+                (trial_id, step, intermediate_value, intermediate_value_type)
+            SELECT nt.trial_id, i.step, i.intermediate_value * (0.9 + 0.2 * random()),
+                   i.intermediate_value_type
+            FROM trials nt {pair} JOIN trial_intermediate_values i ON i.trial_id = st.trial_id
+            WHERE {new}""",
+    ]
+    with engine.begin() as conn:
+        for sql in statements:
+            conn.execute(sa.text(sql), {"sid": study_id, "n": n, "copies": copies})
