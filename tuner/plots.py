@@ -488,7 +488,8 @@ def write_html(study: optuna.Study, objectives: Sequence[str], path: Path) -> st
         return "interactive.html: needs 2 complete trials"
     try:
         import optuna.visualization as ov
-    except ImportError as e:  # plotly is optional
+        import plotly  # noqa: F401 - optuna.visualization imports it only when plotting
+    except ImportError as e:  # an install without plotly still gets every PNG
         return f"interactive.html: plotly is not installed ({e})"
     index = next((i for i, m in enumerate(objectives) if m != "n_params"), 0)
     kwargs: dict[str, Any] = {"target_name": objectives[index]}
