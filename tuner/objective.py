@@ -24,6 +24,10 @@ class MetricNotLoggedError(ValueError):
     """The objective names a metric that training never logs."""
 
 
+class TrialFailed(Exception):
+    """The trial was stopped by a signal; carries the reason to Optuna."""
+
+
 class PruningCallback(pl.Callback):
     """Reports the monitored validation metric to the trial each epoch; stops pruned trials."""
 
@@ -119,6 +123,8 @@ class Objective:
         except BaseException as e:
             reason = f"{type(e).__name__}: {e}"
             trial.set_user_attr("fail_reason", reason)
+            if not isinstance(e, Exception | KeyboardInterrupt):  # an interrupt by signal
+                raise TrialFailed(reason) from e  # Optuna records an Exception as FAIL
             raise
         finally:
             summary = {

@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class TrialInterrupted(Exception):
-    """SIGINT or SIGTERM arrived during training: the trial ends as FAIL and is recorded."""
+class TrialInterrupted(BaseException):
+    """SIGINT or SIGTERM arrived during training: the trial ends as FAIL and is recorded.
+
+    A BaseException because the signal can land anywhere, also inside library code that turns
+    any Exception into its own (inspect.signature raises "TypeError: unsupported callable")."""
 
 
 class Interrupts:
