@@ -12,13 +12,18 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDIES = ROOT / "studies"
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh working directory: the embedded defaults (rnn_tuner.db, mlflow.db) land here."""
-    monkeypatch.chdir(tmp_path)
+def enter(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Work in `directory` on the embedded defaults (rnn_tuner.db, mlflow.db land there)."""
+    monkeypatch.chdir(directory)
     for var in ("RNN_TUNER_STORAGE", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(var, raising=False)
-    return tmp_path
+    return directory
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working directory on the embedded defaults."""
+    return enter(tmp_path, monkeypatch)
 
 
 def tiny_study(name: str = "tiny", **overrides) -> dict:

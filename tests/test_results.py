@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from models import AddingData, SequenceModule, evaluate, load_task
-from tests.conftest import tiny_study, write_study
+from tests.conftest import enter, tiny_study, write_study
 from tuner.cli import main
 from tuner.plots import TrialRecord, curves_figure, study_figures
 from tuner.tracking import Tracker
@@ -38,9 +38,7 @@ def studied(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One small real study (4 trials, cells searched, some pruned) in its own directory."""
     directory = tmp_path_factory.mktemp("studied")
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(directory)
-        for var in ("RNN_TUNER_STORAGE", "MLFLOW_TRACKING_URI"):
-            mp.delenv(var, raising=False)
+        enter(directory, mp)
         study = tiny_study(pruner=PRUNED_SOMETIMES, budget={"n_trials": 4, "max_epochs": 3})
         cli("run", str(write_study(directory / "s.yaml", study)))
     return directory
@@ -48,10 +46,7 @@ def studied(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def in_studied(studied: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(studied)
-    for var in ("RNN_TUNER_STORAGE", "MLFLOW_TRACKING_URI"):
-        monkeypatch.delenv(var, raising=False)
-    return studied
+    return enter(studied, monkeypatch)
 
 
 def parent_and_trials(directory: Path, name: str = "tiny") -> tuple[MlflowClient, str, list]:
