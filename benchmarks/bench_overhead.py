@@ -33,20 +33,42 @@ TARGETS = {"full": 1.05, "truncated": 1.10}
 def _cases(quick: bool) -> list[dict]:
     n = 2048 if quick else 4096
     adding = AddingData(seq_len=50, n_train=n, n_val=512, n_test=64)
-    base = Settings(cell="lstm", hidden_size=64, batch_size=128, lr=1e-3, clip_norm=1.0,
-                    patience=None, max_epochs=3 if quick else 5)
+    base = Settings(
+        cell="lstm",
+        hidden_size=64,
+        batch_size=128,
+        lr=1e-3,
+        clip_norm=1.0,
+        patience=None,
+        max_epochs=3 if quick else 5,
+    )
     text = TextData(path=str(ROOT / "studies/data/stories.txt"), level="char", seq_len=50)
     cases = [
         {"name": "adding T=50 LSTM-64 full BPTT", "data": adding, "settings": base, "kind": "full"},
-        {"name": "adding T=50 LSTM-64 k=10", "data": adding,
-         "settings": replace(base, truncation=10), "kind": "truncated"},
-        {"name": "adding T=50 GRU-64 full BPTT", "data": adding,
-         "settings": replace(base, cell="gru"), "kind": "full"},
-        {"name": "adding T=50 RNN-64 full BPTT", "data": adding,
-         "settings": replace(base, cell="rnn"), "kind": "full"},
-        {"name": "char LM LSTM-128 state carried", "data": text,
-         "settings": replace(base, hidden_size=128, batch_size=32, max_epochs=2 if quick else 3),
-         "kind": "full"},
+        {
+            "name": "adding T=50 LSTM-64 k=10",
+            "data": adding,
+            "settings": replace(base, truncation=10),
+            "kind": "truncated",
+        },
+        {
+            "name": "adding T=50 GRU-64 full BPTT",
+            "data": adding,
+            "settings": replace(base, cell="gru"),
+            "kind": "full",
+        },
+        {
+            "name": "adding T=50 RNN-64 full BPTT",
+            "data": adding,
+            "settings": replace(base, cell="rnn"),
+            "kind": "full",
+        },
+        {
+            "name": "char LM LSTM-128 state carried",
+            "data": text,
+            "settings": replace(base, hidden_size=128, batch_size=32, max_epochs=2 if quick else 3),
+            "kind": "full",
+        },
     ]
     return cases[:2] + cases[4:] if quick else cases
 
@@ -113,7 +135,9 @@ def bare_loop(s: Settings, task) -> float:  # noqa: ANN001
                 out, state = model(batch.inputs, state if lm else None)
                 pred = model.head(out if lm else out[:, -1])
                 if lm:
-                    total += nn.functional.cross_entropy(pred.flatten(0, 1), batch.targets.flatten()).item()
+                    total += nn.functional.cross_entropy(
+                        pred.flatten(0, 1), batch.targets.flatten()
+                    ).item()
                 else:
                     total += nn.functional.mse_loss(pred, batch.targets).item()
     return (time.perf_counter() - started) / s.max_epochs
@@ -132,19 +156,24 @@ def tuner_trial(s: Settings, data_cfg, workdir: Path, round_: int) -> float:  # 
     from tuner.worker import Interrupts
 
     fixed = {k: v for k, v in s.to_dict().items() if k not in ("max_epochs", "lr")}
-    cfg = parse_study({
-        "study": {"name": f"overhead-{round_}"},
-        "task": {k: v for k, v in data_cfg.__dict__.items()},
-        "fixed": fixed,
-        "search": {"lr": {"type": "categorical", "choices": [s.lr]}},
-        "objective": "val_loss",
-        "pruner": {"name": "median"},
-        "budget": {"max_epochs": s.max_epochs},
-    })
+    cfg = parse_study(
+        {
+            "study": {"name": f"overhead-{round_}"},
+            "task": {k: v for k, v in data_cfg.__dict__.items()},
+            "fixed": fixed,
+            "search": {"lr": {"type": "categorical", "choices": [s.lr]}},
+            "objective": "val_loss",
+            "pruner": {"name": "median"},
+            "budget": {"max_epochs": s.max_epochs},
+        }
+    )
     tracker = Tracker(f"sqlite:///{workdir}/mlflow.db", "overhead")
     parent = tracker.create_parent(cfg.study.name, {})
-    study = optuna.create_study(storage=f"sqlite:///{workdir}/optuna.db", study_name=cfg.study.name,
-                                pruner=optuna.pruners.MedianPruner())
+    study = optuna.create_study(
+        storage=f"sqlite:///{workdir}/optuna.db",
+        study_name=cfg.study.name,
+        pruner=optuna.pruners.MedianPruner(),
+    )
     with Interrupts() as interrupts:
         objective = Objective(cfg, tracker, parent, interrupts)
         started = time.perf_counter()
@@ -168,8 +197,12 @@ def run(quick: bool) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         # warm-up: imports, the MLflow store's tables, first-call allocations
-        tuner_trial(replace(_cases(True)[0]["settings"], max_epochs=1),
-                    AddingData(seq_len=10, n_train=256, n_val=64, n_test=64), workdir, -1)
+        tuner_trial(
+            replace(_cases(True)[0]["settings"], max_epochs=1),
+            AddingData(seq_len=10, n_train=256, n_val=64, n_test=64),
+            workdir,
+            -1,
+        )
         for case in _cases(quick):
             task = task_data(case["data"])
             ratios, bare, ours = [], [], []
@@ -181,12 +214,17 @@ def run(quick: bool) -> list[dict]:
                 ratios.append(b / a)
             target = TARGETS[case["kind"]]
             ratio = statistics.median(ratios)
-            rows.append({
-                "benchmark": "overhead", "case": case["name"],
-                "bare_s_per_epoch": round(statistics.median(bare), 4),
-                "trial_s_per_epoch": round(statistics.median(ours), 4),
-                "ratio": round(ratio, 3), "target": f"<= {target}", "met": ratio <= target,
-            })
+            rows.append(
+                {
+                    "benchmark": "overhead",
+                    "case": case["name"],
+                    "bare_s_per_epoch": round(statistics.median(bare), 4),
+                    "trial_s_per_epoch": round(statistics.median(ours), 4),
+                    "ratio": round(ratio, 3),
+                    "target": f"<= {target}",
+                    "met": ratio <= target,
+                }
+            )
             print(rows[-1], flush=True)
     return rows
 

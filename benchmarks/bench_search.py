@@ -98,31 +98,49 @@ def run(quick: bool) -> list[dict]:
     base = Settings(batch_size=64, clip_norm=1.0, patience=None, max_epochs=max_epochs)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     # rnn-tuner's defaults: what a study file that names no sampler and no pruner gets
-    defaults = parse_study({
-        "study": {"name": "defaults"}, "task": {"source": "adding"},
-        "search": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
-        "objective": "val_mse", "budget": {"max_epochs": max_epochs},
-    })
+    defaults = parse_study(
+        {
+            "study": {"name": "defaults"},
+            "task": {"source": "adding"},
+            "search": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
+            "objective": "val_mse",
+            "budget": {"max_epochs": max_epochs},
+        }
+    )
     rows = []
     for name, data_cfg in _tasks(quick):
         curves = Curves(data_cfg, base)
         fractions, reached = [], []
         for seed in seeds:
             target, _, random_epochs = _search(
-                curves, optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner(),
-                None, RANDOM_TRIALS)
-            best, epochs, _ = _search(curves, make_sampler(defaults, seed), make_pruner(defaults),
-                                      target, 4 * RANDOM_TRIALS)
+                curves,
+                optuna.samplers.RandomSampler(seed=seed),
+                optuna.pruners.NopPruner(),
+                None,
+                RANDOM_TRIALS,
+            )
+            best, epochs, _ = _search(
+                curves,
+                make_sampler(defaults, seed),
+                make_pruner(defaults),
+                target,
+                4 * RANDOM_TRIALS,
+            )
             reached.append(best <= target)
             fractions.append(epochs / random_epochs if best <= target else 1.0)
         fraction = statistics.median(fractions)
-        rows.append({
-            "benchmark": "search", "case": name,
-            "trials_trained": len(curves.cache),
-            "fraction_of_random_epochs": round(fraction, 3),
-            "per_seed": [round(f, 3) for f in fractions], "reached": reached,
-            "target": f"<= {TARGET:.3f}", "met": fraction <= TARGET,
-        })
+        rows.append(
+            {
+                "benchmark": "search",
+                "case": name,
+                "trials_trained": len(curves.cache),
+                "fraction_of_random_epochs": round(fraction, 3),
+                "per_seed": [round(f, 3) for f in fractions],
+                "reached": reached,
+                "target": f"<= {TARGET:.3f}",
+                "met": fraction <= TARGET,
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 

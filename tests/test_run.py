@@ -264,7 +264,9 @@ def test_no_password_reaches_mlflow(workdir: Path, postgres_url: str):
 def test_an_unreachable_tracking_server_is_a_clear_error_before_any_trial(workdir: Path):
     study_file = write_study(workdir / "s.yaml", tiny_study())
     started = time.monotonic()
-    result = CliRunner().invoke(main, ["run", str(study_file), "--tracking-uri", "http://127.0.0.1:9"])
+    result = CliRunner().invoke(
+        main, ["run", str(study_file), "--tracking-uri", "http://127.0.0.1:9"]
+    )
     assert time.monotonic() - started < 30
     assert result.exit_code == 1
     assert "cannot use the MLflow tracking store at http://127.0.0.1:9" in result.output
@@ -276,15 +278,21 @@ def test_an_unreachable_tracking_server_is_a_clear_error_before_any_trial(workdi
 def test_a_tracking_server_that_drops_out_loses_nothing_on_the_optuna_side(workdir: Path):
     from tests.servers import mlflow_server
 
-    study = tiny_study(task={"source": "adding", "seq_len": 20, "n_train": 1000, "n_val": 64,
-                             "n_test": 64}, budget={"n_trials": 3, "max_epochs": 2})
+    study = tiny_study(
+        task={"source": "adding", "seq_len": 20, "n_train": 1000, "n_val": 64, "n_test": 64},
+        budget={"n_trials": 3, "max_epochs": 2},
+    )
     study_file = write_study(workdir / "s.yaml", study)
     backend = f"sqlite:///{workdir}/server.db"
     with mlflow_server(backend, workdir / "artifacts") as server:
-        proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", str(study_file),
-                                 "--tracking-uri", server], cwd=workdir, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tuner", "run", str(study_file), "--tracking-uri", server],
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         _wait_for_running_trial(workdir / "rnn_tuner.db", proc)
     # the server is gone for the rest of the study
     out, _ = proc.communicate(timeout=300)
