@@ -202,14 +202,7 @@ def test_ctrl_c_fails_the_running_trial_everywhere_and_the_study_resumes(workdir
         budget={"n_trials": 5, "max_epochs": 50},
     )
     study_file = write_study(workdir / "s.yaml", study)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tuner", "run", str(study_file)],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    proc = start_run(workdir, study_file)
     _wait_for_running_trial(workdir / "rnn_tuner.db", proc)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
@@ -226,6 +219,18 @@ def test_ctrl_c_fails_the_running_trial_everywhere_and_the_study_resumes(workdir
     resumed = tiny_study(budget={"n_trials": 1, "max_epochs": 1})
     assert run_cli("run", str(write_study(workdir / "s.yaml", resumed))).exit_code == 0
     assert [t.state.name for t in load(workdir, "tiny").trials] == ["FAIL", "COMPLETE"]
+
+
+def start_run(workdir: Path, study_file: Path, *args: str) -> subprocess.Popen:
+    """`rnn-tuner run` as its own process, to be signalled or to outlive a server."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner", "run", str(study_file), *args],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def _wait_for_running_trial(db: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -285,14 +290,7 @@ def test_a_tracking_server_that_drops_out_loses_nothing_on_the_optuna_side(workd
     study_file = write_study(workdir / "s.yaml", study)
     backend = f"sqlite:///{workdir}/server.db"
     with mlflow_server(backend, workdir / "artifacts") as server:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tuner", "run", str(study_file), "--tracking-uri", server],
-            cwd=workdir,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
+        proc = start_run(workdir, study_file, "--tracking-uri", server)
         _wait_for_running_trial(workdir / "rnn_tuner.db", proc)
     # the server is gone for the rest of the study
     out, _ = proc.communicate(timeout=300)
