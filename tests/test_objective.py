@@ -33,3 +33,17 @@ def test_every_epoch_is_reported_and_the_pruner_is_asked_only_after_warm_up(data
     reported = study.trials[0].intermediate_values
     assert sorted(reported) == [0, 1, 2]
     assert len(asked) == 1  # epoch 2 only
+
+
+def test_default_pruners_wait_half_the_epoch_budget_before_judging():
+    from tests.conftest import tiny_study
+    from tuner.config import parse_study
+    from tuner.study import first_prunable_epoch, make_pruner
+
+    for max_epochs, warmup in ((3, 2), (6, 3), (20, 10)):
+        cfg = parse_study(
+            tiny_study(pruner={"name": "median"}, budget={"n_trials": 1, "max_epochs": max_epochs})
+        )
+        assert make_pruner(cfg)._n_warmup_steps == warmup == first_prunable_epoch(cfg)
+    cfg = parse_study(tiny_study(pruner={"name": "median", "options": {"n_warmup_steps": 1}}))
+    assert make_pruner(cfg)._n_warmup_steps == 1 == first_prunable_epoch(cfg)
