@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks.common import row
 from models import Settings
 from models.data import SequenceDataModule
 from models.data.config import AddingData, TextData
@@ -215,15 +216,14 @@ def run(quick: bool) -> list[dict]:
             target = TARGETS[case["kind"]]
             ratio = statistics.median(ratios)
             rows.append(
-                {
-                    "benchmark": "overhead",
-                    "case": case["name"],
-                    "bare_s_per_epoch": round(statistics.median(bare), 4),
-                    "trial_s_per_epoch": round(statistics.median(ours), 4),
-                    "ratio": round(ratio, 3),
-                    "target": f"<= {target}",
-                    "met": ratio <= target,
-                }
+                row(
+                    case["name"],
+                    ratio,
+                    f"<= {target}",
+                    ratio <= target,
+                    bare_s_per_epoch=statistics.median(bare),
+                    trial_s_per_epoch=statistics.median(ours),
+                )
             )
             print(rows[-1], flush=True)
     return rows

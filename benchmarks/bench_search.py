@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import optuna
 
+from benchmarks.common import row
 from models import Settings, train
 from models.data.config import AddingData, SineData
 from tuner.config import parse_study, task_data
@@ -130,16 +131,15 @@ def run(quick: bool) -> list[dict]:
             fractions.append(epochs / random_epochs if best <= target else 1.0)
         fraction = statistics.median(fractions)
         rows.append(
-            {
-                "benchmark": "search",
-                "case": name,
-                "trials_trained": len(curves.cache),
-                "fraction_of_random_epochs": round(fraction, 3),
-                "per_seed": [round(f, 3) for f in fractions],
-                "reached": reached,
-                "target": f"<= {TARGET:.3f}",
-                "met": fraction <= TARGET,
-            }
+            row(
+                name,
+                fraction,
+                f"<= {TARGET:.3f}",
+                fraction <= TARGET,
+                trials_trained=len(curves.cache),
+                per_seed=fractions,
+                reached=reached,
+            )
         )
         print(rows[-1], flush=True)
     return rows
