@@ -187,8 +187,8 @@ def tuner_trial(s: Settings, data_cfg, workdir: Path, round_: int) -> float:  # 
 def run(quick: bool) -> list[dict]:
     import optuna
 
+    from models.data import task_data
     from tuner.cli import mlflow_defaults
-    from tuner.config import task_data
 
     mlflow_defaults()  # as `rnn-tuner run` sets them
     optuna.logging.set_verbosity(optuna.logging.WARNING)

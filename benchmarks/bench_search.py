@@ -19,8 +19,9 @@ import optuna
 
 from benchmarks.common import row
 from models import Settings, train
+from models.data import task_data
 from models.data.config import AddingData, SineData
-from tuner.config import parse_study, task_data
+from tuner.config import parse_study
 from tuner.study import make_pruner, make_sampler
 
 TARGET = 1 / 3

@@ -25,18 +25,17 @@ from models.data.config import (
     TextData,
 )
 from models.errors import DataError, DivergenceError
+from models.metrics import METRIC_MODES, METRICS, default_monitor
 
 if TYPE_CHECKING:
     from models.data import Batch, DataInfo, SequenceDataModule, Split, TaskData, load_task
-    from models.module import METRIC_MODES, SequenceModule, default_monitor
+    from models.module import SequenceModule
     from models.network import SequenceNet
     from models.training import TrainResult, evaluate, train
 
 _LAZY = {
     "SequenceNet": "models.network",
     "SequenceModule": "models.module",
-    "METRIC_MODES": "models.module",
-    "default_monitor": "models.module",
     "train": "models.training",
     "evaluate": "models.training",
     "TrainResult": "models.training",
@@ -58,7 +57,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "METRIC_MODES", "SOURCES", "AddingData", "Batch", "CopyData", "CsvData", "DataConfig",
+    "METRICS", "METRIC_MODES", "SOURCES", "AddingData", "Batch", "CopyData", "CsvData", "DataConfig",
     "DataError", "DataInfo", "DivergenceError", "NpzData", "SequenceDataModule", "SequenceModule",
     "SequenceNet", "Settings", "SineData", "Split", "TaggedData", "TaskData", "TextData",
     "TrainResult", "default_monitor", "evaluate", "load_task", "train",

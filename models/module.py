@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -33,6 +33,7 @@ from torch import Tensor
 from models.config import Settings
 from models.data.base import Batch, DataInfo
 from models.errors import DivergenceError
+from models.metrics import METRIC_MODES, default_monitor, ratio, summarize
 from models.network import (
     MANY_TO_ONE,
     SequenceNet,
@@ -42,41 +43,8 @@ from models.network import (
     step_mask,
 )
 
-Mode = Literal["min", "max"]
-METRIC_MODES: dict[str, Mode] = {
-    "train_loss": "min",
-    "val_loss": "min",
-    "val_acc": "max",
-    "val_mse": "min",
-    "val_mae": "min",
-    "val_ppl": "min",
-    "val_bpc": "min",
-}
-_DEFAULT_MONITOR = {
-    "classification": "val_acc",
-    "tagging": "val_acc",
-    "regression": "val_mse",
-    "language_model": "val_ppl",
-}
 _FLOW_SEQUENCES = 32  # sequences of the first validation batch that the diagnostic looks at
 _FLOW_EPS = torch.finfo(torch.float32).tiny  # keeps log10 finite if a gradient underflows
-
-
-def default_monitor(task: str) -> tuple[str, Mode]:
-    """The metric a study of `task` optimises by default, and its direction."""
-    name = _DEFAULT_MONITOR[task]
-    return name, METRIC_MODES[name]
-
-
-def val_metric_names(info: DataInfo) -> tuple[str, ...]:
-    """The validation metrics logged for this task."""
-    extra = {
-        "classification": ("val_acc",),
-        "tagging": ("val_acc",),
-        "regression": ("val_mse", "val_mae"),
-        "language_model": ("val_ppl", "val_bpc") if info.level == "char" else ("val_ppl",),
-    }[info.task]
-    return ("val_loss", *extra)
 
 
 def _optimizer(settings: Settings, groups: list[dict]) -> torch.optim.Optimizer:
@@ -313,7 +281,7 @@ class SequenceModule(pl.LightningModule):
         """Log the epoch's metrics once, append them to `history`, step the scheduler."""
         sums = self._train_sums
         row: dict[str, float] = {"epoch": self.current_epoch}
-        row["train_loss"] = _ratio(sums, "loss_sum", "count")
+        row["train_loss"] = ratio(sums, "loss_sum", "count")
         row.update(val)
         for name, value in val.items():
             better = max if METRIC_MODES[name] == "max" else min
@@ -322,7 +290,7 @@ class SequenceModule(pl.LightningModule):
             row[f"best_{name}"] = self._best[name]
         optimizer = self.optimizers()
         row["lr"] = float(optimizer.param_groups[0]["lr"])
-        row["grad_norm_mean"] = _ratio(sums, "grad_norm_sum", "grad_steps")
+        row["grad_norm_mean"] = ratio(sums, "grad_norm_sum", "grad_steps")
         row["grad_norm_max"] = float(sums["grad_norm_max"]) if "grad_norm_max" in sums else math.nan
         row["grad_flow"] = self._grad_flow
         if not self.trainer.barebones:  # for loggers and callbacks that read logged metrics
@@ -383,19 +351,7 @@ class SequenceModule(pl.LightningModule):
 
     def metrics(self, sums: dict[str, Tensor], prefix: str = "val_") -> dict[str, float]:
         """The task's metrics from summed `evaluate_batch` results, named `prefix + metric`."""
-        loss = _ratio(sums, "loss_sum", "count")
-        out = {"loss": loss}
-        task = self.info.task
-        if task in ("classification", "tagging"):
-            out["acc"] = _ratio(sums, "correct", "count")
-        elif task == "regression":
-            out["mse"] = _ratio(sums, "sq_sum", "count")
-            out["mae"] = _ratio(sums, "abs_sum", "count")
-        else:
-            out["ppl"] = math.exp(min(loss, 700.0))  # exp overflows a float past ~709
-            if self.info.level == "char":
-                out["bpc"] = loss / math.log(2)
-        return {prefix + k: v for k, v in out.items()}
+        return summarize(sums, self.info.task, self.info.level, prefix)
 
     # --- diagnostics ---
     def gradient_flow(self, batch: Batch) -> float:
@@ -452,9 +408,3 @@ class SequenceModule(pl.LightningModule):
     def _add(sums: dict[str, Any], **values: Any) -> None:
         for key, value in values.items():
             sums[key] = sums[key] + value if key in sums else value
-
-
-def _ratio(sums: dict[str, Any], num: str, den: str) -> float:
-    if den not in sums or float(sums[den]) == 0:
-        return math.nan
-    return float(sums[num]) / float(sums[den])

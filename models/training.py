@@ -23,7 +23,8 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from models.config import Settings
 from models.data.base import Batch, TaskData
 from models.data.datamodule import SequenceDataModule
-from models.module import METRIC_MODES, Mode, SequenceModule, default_monitor, val_metric_names
+from models.metrics import METRIC_MODES, Mode, default_monitor, val_metric_names
+from models.module import SequenceModule
 from models.network import state_batch_size
 
 # Lightning's per-Trainer banners ("GPU available: ...", tips) go through these loggers at INFO.
@@ -102,7 +103,7 @@ def train(
 def _monitor(monitor: str | None, data: TaskData) -> tuple[str, Mode]:
     if monitor is None:
         return default_monitor(data.info.task)
-    valid = ("train_loss", *val_metric_names(data.info))
+    valid = ("train_loss", *val_metric_names(data.info.task, data.info.level))
     if monitor not in valid:
         raise ValueError(
             f"monitor {monitor!r} is not logged for a {data.info.task} task; "

@@ -14,7 +14,8 @@ from models.config import Settings
 from models.data.base import Batch, DataInfo, Split, TaskData
 from models.data.datamodule import SequenceDataModule
 from models.errors import DivergenceError
-from models.module import METRIC_MODES, SequenceModule, default_monitor
+from models.metrics import METRIC_MODES, default_monitor
+from models.module import SequenceModule
 
 # torch 2.13 deprecates a pytree class that Lightning 2.6 still checks for (train() hides it too)
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*isinstance\(treespec, LeafSpec\):FutureWarning")

@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from models import AddingData, Settings, train
-from tuner.config import task_data
+from models.data import task_data
 from tuner.objective import MetricNotLoggedError, PruningCallback
 
 TINY = Settings(hidden_size=4, batch_size=16, max_epochs=3, patience=None)

@@ -17,32 +17,21 @@ collect every problem before raising, so a file with three mistakes gets one mes
 
 from __future__ import annotations
 
-import functools
-import math
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from models.config import Settings
+from models.data import data_shape, task_data
 from models.data.config import SOURCES, DataConfig
 from models.errors import DataError
-
-if TYPE_CHECKING:
-    from models.data.base import TaskData
+from models.metrics import METRIC_MODES, metric, val_metric_names
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "gp", "nsgaii")
 PRUNERS = ("median", "percentile", "successive-halving", "hyperband", "threshold", "none")
-# Metrics each task logs on the validation set (models.module), plus the parameter count.
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("val_loss", "val_acc"),
-    "regression": ("val_loss", "val_mse", "val_mae"),
-    "tagging": ("val_loss", "val_acc"),
-    "language_model": ("val_loss", "val_ppl", "val_bpc"),
-}
-MAXIMIZED = {"val_acc"}
 SOURCE_TASK = {
     "adding": "regression",
     "copy": "tagging",
@@ -190,8 +179,9 @@ class StudyConfig(_Strict):
         return self.tracking.experiment or self.study.name
 
 
-def _natural_direction(metric: str) -> str:
-    return "maximize" if metric in MAXIMIZED else "minimize"
+def _natural_direction(name: str) -> str:
+    """The direction of the metric table (models.metrics); n_params is minimised."""
+    return "maximize" if METRIC_MODES.get(name) == "max" else "minimize"
 
 
 def load_study_file(path: str | Path) -> StudyConfig:
@@ -378,7 +368,7 @@ def _known_fields(s: Settings) -> dict[str, Any]:
 
 
 def _check_objectives(cfg: StudyConfig) -> list[str]:
-    valid = (*TASK_METRICS[cfg.task_kind], "n_params")
+    valid = (*val_metric_names(cfg.task_kind), "n_params")
     problems = []
     for i, obj in enumerate(cfg.objectives):
         where = "objective" if len(cfg.objectives) == 1 else f"objective.{i}"
@@ -387,8 +377,10 @@ def _check_objectives(cfg: StudyConfig) -> list[str]:
                 f"{where}.metric: {obj.metric!r} is not measured for a {cfg.task_kind} task; "
                 f"valid: {', '.join(valid)}"
             )
-        if obj.metric == "val_bpc" and getattr(cfg.task, "level", None) != "char":
-            problems.append(f"{where}.metric: val_bpc needs task.level: char")
+            continue
+        level = None if obj.metric == "n_params" else metric(obj.metric).level
+        if level is not None and getattr(cfg.task, "level", None) != level:
+            problems.append(f"{where}.metric: {obj.metric} needs task.level: {level}")
     if len(cfg.objectives) == 1 and cfg.objectives[0].metric == "n_params":
         problems.append(
             "objective.metric: n_params alone needs no training; pair it with a val_ metric"
@@ -454,23 +446,3 @@ def _values_of(cfg: StudyConfig, base: Settings, key: str) -> list[tuple[str, An
     if isinstance(dist, CategoricalDist):
         return [(f"search.{key}.choices.{i}", v) for i, v in enumerate(dist.choices)]
     return [(f"search.{key}.high", dist.high)]
-
-
-@functools.lru_cache(maxsize=4)
-def task_data(task: DataConfig) -> TaskData:
-    """The task's data, loaded once per process: validation and every trial of a worker share it."""
-    from models.data import load_task  # torch: only when a file must be read
-
-    return load_task(task)
-
-
-def data_shape(task: DataConfig) -> tuple[int, int] | None:
-    """(longest sequence, training sequences) where known without reading a file."""
-    source = task.source
-    if source in ("adding", "sine"):
-        return task.seq_len, task.n_train  # type: ignore[union-attr]
-    if source == "copy":
-        return 2 * task.copy_len + task.delay + 1, task.n_train  # type: ignore[union-attr]
-    if source == "text":
-        return task.seq_len, math.inf  # type: ignore[union-attr, return-value]
-    return None

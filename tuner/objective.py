@@ -14,7 +14,8 @@ import optuna
 import pytorch_lightning as pl
 
 from models import train
-from tuner.config import StudyConfig, task_data
+from models.data import task_data
+from tuner.config import StudyConfig
 from tuner.space import suggest
 from tuner.study import first_prunable_epoch
 from tuner.tracking import Tracker

@@ -38,7 +38,8 @@ import torch
 import models
 from models import METRIC_MODES, SequenceModule, TaskData, evaluate, train
 from models.config import Settings
-from tuner.config import StudyConfig, load_study_file, task_data
+from models.data import task_data
+from tuner.config import StudyConfig, load_study_file
 from tuner.tracking import Tracker
 
 

@@ -3,14 +3,18 @@
     data = load_task(NpzData(path="studies/data/waves.npz", target="classification"))
     dm = SequenceDataModule(data, batch_size=64, seed=0)
 
-`load_task` is deterministic (same cfg, same tensors) and the config dataclasses are frozen, so a
-caller may cache it keyed by cfg. `SequenceDataModule`, the loaders and the tensor types are imported lazily, so reading a study
+`load_task` is deterministic (same cfg, same tensors) and the config dataclasses are frozen, so
+`task_data(cfg)` caches it per process: a study's validation and every trial of a worker share one
+load. `data_shape(cfg)` gives the sizes a study file is checked against without reading a file.
+`SequenceDataModule`, the loaders and the tensor types are imported lazily, so reading a study
 file (which only needs the config classes) does not pay for importing torch or Lightning.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +65,25 @@ def load_task(cfg: DataConfig) -> TaskData:
     return loaders[source](cfg)
 
 
+@functools.lru_cache(maxsize=4)
+def task_data(cfg: DataConfig) -> TaskData:
+    """`load_task(cfg)`, loaded once per process (the last four configs are kept)."""
+    return load_task(cfg)
+
+
+def data_shape(cfg: DataConfig) -> tuple[int, int] | None:
+    """(longest sequence, training sequences) where known without reading a file, else None.
+    A text file's size is unknown until it is read: its training size is infinite, unchecked."""
+    source = cfg.source
+    if source in ("adding", "sine"):
+        return cfg.seq_len, cfg.n_train  # type: ignore[union-attr]
+    if source == "copy":
+        return 2 * cfg.copy_len + cfg.delay + 1, cfg.n_train  # type: ignore[union-attr]
+    if source == "text":
+        return cfg.seq_len, math.inf  # type: ignore[union-attr, return-value]
+    return None
+
+
 _LAZY = {
     "SequenceDataModule": "models.data.datamodule",
     "Batch": "models.data.base",
@@ -80,5 +103,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "SOURCES", "AddingData", "Batch", "CopyData", "CsvData", "DataConfig", "DataInfo",
     "NpzData", "SequenceDataModule", "SineData", "Split", "TaggedData", "TaskData", "TextData",
-    "load_task",
+    "data_shape", "load_task", "task_data",
 ]  # fmt: skip
