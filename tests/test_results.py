@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from models import AddingData, SequenceModule, evaluate, load_task
 from tests.conftest import enter, tiny_study, write_study
 from tuner.cli import main
-from tuner.plots import TrialRecord, curves_figure, study_figures
+from tuner.figures import TrialRecord, curves_figure, study_figures
 from tuner.tracking import Tracker
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
