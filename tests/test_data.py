@@ -97,7 +97,8 @@ def test_example_files_are_small_and_regenerate_identically(tmp_path: Path) -> N
     spec.loader.exec_module(make)
     make.stories(tmp_path / "stories.txt")
     make.tagged(tmp_path / "tagged.tsv")
-    for name in ("stories.txt", "tagged.tsv"):
+    make.stores(tmp_path / "stores.csv")
+    for name in ("stories.txt", "tagged.tsv", "stores.csv"):
         assert (tmp_path / name).read_bytes() == (EXAMPLES / name).read_bytes()
     for path in EXAMPLES.glob("*.*"):
         assert path.stat().st_size < 200_000, path
@@ -139,11 +140,11 @@ def test_csv_windows_stay_inside_their_split_and_use_training_statistics(tmp_pat
     x_mean, x_std = np.arange(60).mean(), np.arange(60).std()  # the 60 training rows only
     y_train = np.arange(60) ** 2
     assert [len(s.inputs) for s in (data.train, data.val, data.test)] == [54, 14, 14]
-    # First validation window: rows 60-64, target at row 66.
+    # First validation window: rows 60-64, targets at rows 65 and 66 (horizon 2).
     assert torch.allclose(data.val.inputs[0, :, 0], torch.tensor((np.arange(60, 65) - x_mean) / x_std, dtype=torch.float32))  # fmt: skip
-    assert data.val.targets[0, 0].item() == pytest.approx((66**2 - y_train.mean()) / y_train.std(), rel=1e-5)  # fmt: skip
-    # The last test window's target is the last row: no window reaches past its part.
-    assert data.test.targets[-1, 0].item() == pytest.approx((99**2 - y_train.mean()) / y_train.std(), rel=1e-5)  # fmt: skip
+    assert data.val.targets[0].tolist() == pytest.approx((np.array([65, 66]) ** 2 - y_train.mean()) / y_train.std(), rel=1e-5)  # fmt: skip
+    # The last test window's last target is the last row: no window reaches past its part.
+    assert data.test.targets[-1, -1].item() == pytest.approx((99**2 - y_train.mean()) / y_train.std(), rel=1e-5)  # fmt: skip
     everything = load_task(CsvData(path=str(path), target="y", window=5))
     assert everything.info.input_size == 2  # x and y; "day" is not a number
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from torch import Tensor
@@ -35,6 +35,9 @@ class DataInfo:
     level: Literal["char", "word"] | None = None  # language model only: bits per char at "char"
     vocab: tuple[str, ...] | None = None  # token strings by id, for token inputs
     labels: tuple[str, ...] | None = None  # class or tag names by id, where known
+    # Forecasts: the naive forecasts' MSE on each split's own windows, in the targets' units, by
+    # metric name: "val_mse_naive" (last value), "val_mse_snaive" (one season back), train_, test_
+    baselines: dict[str, float] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)

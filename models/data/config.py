@@ -46,7 +46,7 @@ class CopyData:
 
 @dataclass(frozen=True)
 class SineData:
-    """Noisy sine-wave forecasting: from `seq_len` past values predict the value `horizon` ahead."""
+    """Noisy sine-wave forecasting: from `seq_len` past values predict the next `horizon` values."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
@@ -77,19 +77,29 @@ class NpzData:
 
 @dataclass(frozen=True)
 class CsvData:
-    """A CSV time series with a header row: windows of `window` rows of `features` predict
-    `target` `horizon` rows after the window ends. Split in time order: train, then val, then test."""
+    """A table of time series (CSV, or Parquet by the `.parquet` suffix), one row per time step:
+    one series, or many in long format with `series` naming each row's series. Windows of `window`
+    rows of `features` predict the next `horizon` values of `target`. Each series splits in time:
+    its first rows train, its next validate, its last test; no window crosses a series or a part.
+
+    One source for one series and for many: a single series is a long table without a `series`
+    column, so both share every key, the split rule and the errors."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     path: str
     target: str
-    features: tuple[str, ...] | None = None  # None = every numeric column
+    features: tuple[str, ...] | None = None  # None = every numeric column but series and time
+    series: str | None = None  # the column naming each row's series; None = one series
+    time: str | None = None  # the column ordering rows within a series; None = file order
     source: Literal["csv"] = "csv"
     window: int = 24
-    horizon: int = 1
-    normalize: bool = True  # standardise with the training split's mean and std
-    val_fraction: float = 0.15
+    horizon: int = 1  # values predicted at once: the `horizon` rows after the window
+    season: int | None = None  # steps per season: adds the seasonal naive baseline
+    # standardise with the training rows' mean and std: true = of all series together,
+    # series = of each series on its own, false = not at all
+    normalize: bool | Literal["series"] = True
+    val_fraction: float = 0.15  # of every series
     test_fraction: float = 0.15
 
 

@@ -1,142 +1,177 @@
-"""Windows of a CSV time series: `window` rows of features predict `target` `horizon` rows later.
+"""Windows of time series from a CSV or Parquet table, one row per (series, time step).
 
-Rows split in time order (train, then val, then test) and each window lies inside one part, so no
-validation row ever reaches a training input. With `normalize`, features and the target are
-standardised with the training rows' mean and std, so losses are in training standard deviations.
+Rows group into series by the `series` column (none: the whole table is one series) and are
+ordered within each by the `time` column (none: file order). Each series splits in time: its
+first rows train, its next `val_fraction` validate, its last `test_fraction` test. A window of
+`window` rows of features and its `horizon` targets (the target values of the rows after it) lie
+inside one part of one series, so no window crosses a series and no validation row reaches a
+training input. With `normalize`, features and the target are standardised with training rows'
+statistics (of all series, or of each series on its own), so losses are in training standard
+deviations. Each split's naive-forecast MSE (models.data.naive) rides along in `DataInfo`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 
 from models.data.base import DataInfo, Split, TaskData
 from models.data.config import CsvData
-from models.data.files import check_positive, read_text, split_sizes
+from models.data.files import check_fractions, check_positive
+from models.data.naive import SPLITS, BaselineSums, naive_forecasts
+from models.data.table import Table, read_table
 from models.errors import DataError
+
+Parts = tuple[
+    np.ndarray, np.ndarray, np.ndarray
+]  # one series' (train, val, test) rows, in time order
 
 
 def load_csv(cfg: CsvData) -> TaskData:
+    _check_settings(cfg)
+    table = read_table(cfg.path)
+    features = _feature_columns(cfg, table)
+    target = table.numbers(cfg.target, "task.target")
+    columns = [target if c == cfg.target else table.numbers(c, "task.features") for c in features]
+    values = np.column_stack([*columns, target])  # (R, F + 1), the target last
+    parts = [_parts(cfg, name, rows) for name, rows in _series(cfg, table)]
+    values = _normalized(values, parts, cfg.normalize)
+    baselines = BaselineSums()
+    train, val, test = (
+        _windows(values, [p[k] for p in parts], cfg, baselines, split)
+        for k, split in enumerate(SPLITS)
+    )
+    info = DataInfo(
+        "regression", len(features), None, cfg.horizon, cfg.window, len(train.inputs),
+        baselines=baselines.mse(),
+    )  # fmt: skip
+    return TaskData(info, train, val, test)
+
+
+def _check_settings(cfg: CsvData) -> None:
     check_positive(cfg.window, "window")
     check_positive(cfg.horizon, "horizon")
-    header, rows = _rows(cfg.path)
-    features = _feature_columns(cfg, header, rows)
-    columns = [*features, cfg.target]
-    values = _numbers(cfg.path, header, rows, columns)  # (R, F + 1)
-    need = cfg.window + cfg.horizon
-    if len(rows) < need:
+    check_fractions(cfg.val_fraction, cfg.test_fraction)
+    if cfg.season is not None:
+        check_positive(cfg.season, "season")
+        if cfg.season > cfg.window:
+            raise DataError(
+                f"task.season ({cfg.season}) is longer than task.window ({cfg.window}): the "
+                "seasonal naive forecast takes its values from the window; raise task.window "
+                "to at least one season or drop task.season"
+            )
+
+
+def _feature_columns(cfg: CsvData, table: Table) -> list[str]:
+    table.require(cfg.target, "task.target")
+    for key in ("series", "time"):
+        column = getattr(cfg, key)
+        if column is not None:
+            table.require(column, f"task.{key}")
+            if column == cfg.target:
+                raise DataError(f"task.{key} and task.target both name column {column!r}")
+    if cfg.features is not None:
+        if not cfg.features:
+            raise DataError("task.features is empty; name some columns, or omit it for all")
+        for name in cfg.features:
+            table.require(name, "task.features")
+        return list(cfg.features)
+    # Every numeric column, the target too (its past is usually the best feature); never the
+    # series or time column, even when they hold numbers.
+    keys = (cfg.series, cfg.time)
+    return [c for c in table.header if c not in keys and table.is_numeric(c)]
+
+
+def _series(cfg: CsvData, table: Table) -> list[tuple[str | None, np.ndarray]]:
+    """(name, rows in time order) of every series, in order of first appearance."""
+    if cfg.series is None:
+        groups: list[tuple[str | None, np.ndarray]] = [(None, np.arange(len(table)))]
+    else:
+        codes, names = table.ids(cfg.series, "task.series")
+        order = np.argsort(codes, kind="stable")  # file order within each series
+        bounds = np.cumsum(np.bincount(codes))[:-1]
+        groups = list(zip(names, np.split(order, bounds), strict=True))
+    if cfg.time is None:
+        return groups
+    keys = table.times(cfg.time, "task.time")
+    ordered = []
+    for name, members in groups:
+        members = members[np.argsort(keys[members], kind="stable")]
+        same = np.flatnonzero(np.diff(keys[members]) == 0)
+        if same.size:
+            first, second = members[same[0]], members[same[0] + 1]
+            who = "" if name is None else f" of series {name!r}"
+            raise DataError(
+                f"{table.where(int(second), cfg.time)} (task.time): the same time as "
+                f"{table.where(int(first), cfg.time)}{who}; each series needs one row per time"
+            )
+        ordered.append((name, members))
+    return ordered
+
+
+def _parts(cfg: CsvData, name: str | None, rows: np.ndarray) -> Parts:
+    """The series' rows cut in time into (train, val, test), each long enough for a window."""
+    n, need = len(rows), cfg.window + cfg.horizon
+    who = "" if name is None else f"series {name!r} ({n} rows): "
+    drop = "" if name is None else ", or drop this series"
+    if n < need:
         raise DataError(
-            f"{cfg.path}: too few rows for one window: {len(rows)} data rows, but "
-            f"task.window + task.horizon = {need}; lower them or provide more rows"
+            f"{cfg.path}: {who}too few rows for one window: {n} data rows, but "
+            f"task.window + task.horizon = {need}; lower them or provide more rows{drop}"
         )
-    sizes = split_sizes(len(rows), cfg.val_fraction, cfg.test_fraction, cfg.path, "rows")
-    for name, count, field in zip(
+    n_val, n_test = round(n * cfg.val_fraction), round(n * cfg.test_fraction)
+    sizes = (n - n_val - n_test, n_val, n_test)
+    for part, count, key in zip(
         ("training", "validation", "test"),
         sizes,
         ("", "val_fraction", "test_fraction"),
         strict=True,
     ):
         if count < need:
-            fix = f"raise task.{field}, " if field else "lower val/test_fraction, "
+            fix = f"raise task.{key}, " if key else "lower val/test_fraction, "
             raise DataError(
-                f"{cfg.path}: the {name} part has {count} rows, fewer than task.window + "
-                f"task.horizon = {need} for one window; {fix}lower task.window or add rows"
+                f"{cfg.path}: {who}the {part} part has {count} rows, fewer than task.window + "
+                f"task.horizon = {need} for one window; {fix}lower task.window or add rows{drop}"
             )
-    if cfg.normalize:
-        train_rows = values[: sizes[0]]
-        mean, std = train_rows.mean(axis=0), train_rows.std(axis=0)
-        values = (values - mean) / np.where(std > 0, std, 1.0)  # a constant column stays put
-    data = torch.from_numpy(values.astype(np.float32))
-    bounds = np.cumsum((0, *sizes))
-    train, val, test = (
-        _windows(data[a:b], cfg.window, cfg.horizon)
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-    )
-    info = DataInfo("regression", len(features), None, 1, cfg.window, len(train.inputs))
-    return TaskData(info, train, val, test)
+    bounds = np.cumsum(sizes)[:-1]
+    train, val, test = np.split(rows, bounds)
+    return train, val, test
 
 
-def _rows(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header names and (line number, cells) of every non-empty data row."""
-    reader = csv.reader(io.StringIO(read_text(path)))
-    header = [name.strip() for name in next(reader)]
-    if len(set(header)) != len(header) or "" in header:
-        raise DataError(
-            f"{path}, line 1: the header needs distinct, non-empty column names; "
-            f"got {', '.join(header)}"
-        )
-    rows = []
-    for cells in reader:
-        if not cells:  # a blank line
-            continue
-        if len(cells) != len(header):
-            raise DataError(
-                f"{path}, line {reader.line_num}: {len(cells)} cells but the header "
-                f"has {len(header)} columns"
-            )
-        rows.append((reader.line_num, cells))
-    if not rows:
-        raise DataError(f"{path}: a header but no data rows")
-    return header, rows
-
-
-def _feature_columns(
-    cfg: CsvData, header: list[str], rows: list[tuple[int, list[str]]]
-) -> list[str]:
-    wanted = [cfg.target] + list(cfg.features or ())
-    for name in wanted:
-        if name not in header:
-            field = "target" if name == cfg.target else "features"
-            raise DataError(
-                f"{cfg.path}: task.{field} names column {name!r}, which is not in "
-                f"the header; the columns are: {', '.join(header)}"
-            )
-    if cfg.features is not None:
-        if not cfg.features:
-            raise DataError("task.features is empty; name some columns, or omit it for all")
-        return list(cfg.features)
-    # Every column whose first value is a number: the target too, and never e.g. a date column.
-    first = rows[0][1]
-    return [name for name, cell in zip(header, first, strict=True) if _is_number(cell)]
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
-def _numbers(
-    path: str, header: list[str], rows: list[tuple[int, list[str]]], columns: list[str]
-) -> np.ndarray:
-    where = [header.index(c) for c in columns]
-    values = np.empty((len(rows), len(columns)), dtype=np.float64)
-    for r, (line, cells) in enumerate(rows):
-        for c, (name, i) in enumerate(zip(columns, where, strict=True)):
-            cell = cells[i].strip()
-            try:
-                value = float(cell)
-            except ValueError:
-                shown = "an empty cell" if not cell else f"{cell!r}, not a number"
-                raise DataError(f"{path}, line {line}, column {name!r}: {shown}") from None
-            if not math.isfinite(value):
-                raise DataError(
-                    f"{path}, line {line}, column {name!r}: {cell!r} is not finite; "
-                    "fill or drop missing values"
-                )
-            values[r, c] = value
+def _normalized(values: np.ndarray, parts: list[Parts], how: bool | str) -> np.ndarray:
+    """Every column standardised with the training rows' mean and std: of all series together
+    (`how` true) or of each series on its own ("series"); a constant column is only centred."""
+    if how == "series":
+        groups = [(p[0], np.concatenate(p)) for p in parts]
+    elif how:
+        train = np.concatenate([p[0] for p in parts])
+        groups = [(train, np.concatenate([np.concatenate(p) for p in parts]))]
+    else:
+        return values
+    values = values.copy()
+    for train, members in groups:
+        mean, std = values[train].mean(axis=0), values[train].std(axis=0)
+        values[members] = (values[members] - mean) / np.where(std > 0, std, 1.0)
     return values
 
 
-def _windows(part: torch.Tensor, window: int, horizon: int) -> Split:
-    """`part` (R, F + 1), target last -> inputs (N, window, F), targets (N, 1)."""
-    n = len(part) - window - horizon + 1
-    inputs = part[:, :-1].unfold(0, window, 1)[:n].transpose(1, 2)  # (N, window, F)
-    targets = part[window - 1 + horizon :, -1:]  # (N, 1): the row `horizon` after each window
-    return Split(inputs.contiguous(), targets.contiguous(), None)
+def _windows(
+    values: np.ndarray, pieces: list[np.ndarray], cfg: CsvData, baselines: BaselineSums, split: str
+) -> Split:
+    """One split's windows from every series' part `pieces`: inputs (N, window, F), targets
+    (N, horizon); the naive forecasts of the same windows are added to `baselines`."""
+    inputs, targets = [], []
+    for rows in pieces:
+        part = values[rows]  # (n, F + 1), in time order, the target last
+        n = len(part) - cfg.window - cfg.horizon + 1
+        x = sliding_window_view(part[:, :-1], cfg.window, axis=0)[:n]  # (n, F, window)
+        inputs.append(x.transpose(0, 2, 1))  # (n, window, F)
+        y = sliding_window_view(part[:, -1], cfg.horizon)[cfg.window :]  # (n, horizon)
+        targets.append(y)
+        baselines.add(split, y, naive_forecasts(part[:, -1], cfg.window, cfg.horizon, cfg.season))
+    return Split(
+        torch.from_numpy(np.concatenate(inputs).astype(np.float32)),
+        torch.from_numpy(np.concatenate(targets).astype(np.float32)),
+        None,
+    )

@@ -12,9 +12,8 @@ import torch
 from models.data.base import DataInfo, Split, TaskData
 from models.data.config import AddingData, CopyData, SineData
 from models.data.files import check_positive
+from models.data.naive import SPLITS, BaselineSums
 from models.errors import DataError
-
-SPLITS = ("train", "val", "test")
 
 
 def _rngs(seed: int) -> list[np.random.Generator]:
@@ -81,27 +80,31 @@ def load_copy(cfg: CopyData) -> TaskData:
 
 def load_sine(cfg: SineData) -> TaskData:
     """Inputs (N, T, 1): a noisy sine window (amplitude 0.5-1.5, period 8-40 steps, any phase);
-    target (N, 1): the noise-free value `horizon` steps after the window's last step, so a perfect
-    model reaches MSE 0 (predicting the last observed value does not)."""
+    targets (N, horizon): the noise-free values of the `horizon` steps after the window, so a
+    perfect model reaches MSE 0 (repeating the last observed value, the naive baseline, does not)."""
     check_positive(cfg.seq_len, "seq_len")
     check_positive(cfg.horizon, "horizon")
     if cfg.noise < 0:
         raise DataError(f"task.noise must be at least 0, got {cfg.noise}")
     _check_counts(cfg)
-    t = cfg.seq_len
+    t, h = cfg.seq_len, cfg.horizon
+    baselines = BaselineSums()
 
-    def make(n: int, rng: np.random.Generator) -> Split:
+    def make(split: str, n: int, rng: np.random.Generator) -> Split:
         amplitude = rng.uniform(0.5, 1.5, (n, 1))
         frequency = 1.0 / rng.uniform(8.0, 40.0, (n, 1))  # cycles per step
         phase = rng.uniform(0.0, 2 * np.pi, (n, 1))
-        steps = np.arange(t + cfg.horizon)[None, :]  # (1, T + horizon)
+        steps = np.arange(t + h)[None, :]  # (1, T + horizon)
         clean = amplitude * np.sin(2 * np.pi * frequency * steps + phase)  # (N, T + horizon)
         noisy = clean[:, :t] + cfg.noise * rng.standard_normal((n, t))
         inputs = noisy.astype(np.float32)[:, :, None]  # (N, T, 1)
-        target = clean[:, t - 1 + cfg.horizon, None].astype(np.float32)  # (N, 1)
-        return Split(torch.from_numpy(inputs), torch.from_numpy(target), None)
+        targets = clean[:, t:].astype(np.float32)  # (N, horizon)
+        baselines.add(split, targets, {"naive": inputs[:, -1, :].repeat(h, axis=1)})
+        return Split(torch.from_numpy(inputs), torch.from_numpy(targets), None)
 
     counts = (cfg.n_train, cfg.n_val, cfg.n_test)
-    train, val, test = (make(n, rng) for n, rng in zip(counts, _rngs(cfg.seed), strict=True))
-    info = DataInfo("regression", 1, None, 1, t, cfg.n_train)
+    train, val, test = (
+        make(split, n, rng) for split, n, rng in zip(SPLITS, counts, _rngs(cfg.seed), strict=True)
+    )
+    info = DataInfo("regression", 1, None, h, t, cfg.n_train, baselines=baselines.mse())
     return TaskData(info, train, val, test)

@@ -4,6 +4,8 @@
 
 waves.npz    classification: 600 noisy sine / square / sawtooth waves of 20-60 steps (ragged)
 load.csv     regression: 2000 days of a synthetic electricity load with weekly and yearly seasons
+stores.csv   forecasting many series: daily sales of 8 shops in long format (one row per shop and
+             day), of different sizes and opening dates, with weekly seasons and promotions
 stories.txt  language modelling: ~80 KB of English-like sentences from a small grammar
 tagged.tsv   tagging: 500 part-of-speech-tagged sentences whose ambiguous words ("watch", "light")
              need context to tag
@@ -58,6 +60,32 @@ def load(path: Path, days: int = 2000) -> None:
             + rng.normal(0, 3.0)
         )  # fmt: skip
         lines.append(f"{day},{day.weekday()},{temp:.2f},{holiday},{demand:.2f}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def stores(path: Path, shops: int = 8, days: int = 364) -> None:
+    """Long format, rows by date then shop, as a till system exports them. Each shop opens on its
+    own day (so series differ in length), sells on its own scale with its own weekly profile, and
+    runs promotions on about one day in seven that lift sales by a quarter to a half."""
+    rng = np.random.default_rng(SEED)
+    start = dt.date(2022, 1, 1)
+    names = ["north", "south", "east", "west", "harbour", "station", "market", "airport"][:shops]
+    opens = rng.integers(0, days - 240, shops)  # every shop keeps at least 240 days
+    level = rng.uniform(50, 500, shops)
+    weekly = 1 + rng.uniform(0.1, 0.5, (shops, 1)) * np.sin(
+        2 * np.pi * (np.arange(7) + rng.integers(0, 7, (shops, 1))) / 7
+    )  # (shops, 7) multiplicative day-of-week profile
+    growth = rng.uniform(-0.3, 0.6, shops)  # change over the year, relative
+    lines = ["store,date,promo,sales"]
+    for t in range(days):
+        day = start + dt.timedelta(days=t)
+        for k, name in enumerate(names):
+            if t < opens[k]:
+                continue
+            promo = int(rng.random() < 0.15)
+            mean = level[k] * weekly[k, day.weekday()] * (1 + growth[k] * t / days)
+            sales = mean * (1 + promo * rng.uniform(0.25, 0.5)) * rng.lognormal(0, 0.08)
+            lines.append(f"{name},{day},{promo},{sales:.1f}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -190,7 +218,8 @@ def tagged(path: Path, n: int = 500) -> None:
 if __name__ == "__main__":
     waves(HERE / "waves.npz")
     load(HERE / "load.csv")
+    stores(HERE / "stores.csv")
     stories(HERE / "stories.txt")
     tagged(HERE / "tagged.tsv")
-    for name in ("waves.npz", "load.csv", "stories.txt", "tagged.tsv"):
+    for name in ("waves.npz", "load.csv", "stores.csv", "stories.txt", "tagged.tsv"):
         print(f"{HERE / name}: {(HERE / name).stat().st_size / 1000:.0f} KB")
