@@ -20,42 +20,76 @@ Scheduler = Literal["none", "step", "plateau"]
 class Settings:
     """Everything about one model and its training. Defaults train a sound small LSTM."""
 
-    # Read by pydantic when the tuner validates a study file: an unknown key is an error.
-    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
+    # Read by pydantic when the tuner validates a study file: an unknown key is an error, and the
+    # docstring under each field is its description (the study-file reference and JSON Schema).
+    __pydantic_config__: ClassVar[dict[str, Any]] = {
+        "extra": "forbid",
+        "use_attribute_docstrings": True,
+    }
 
     # --- the network ---
     cell: Cell = "lstm"
+    """The recurrent cell; `rnn` is the vanilla (Elman) network."""
     hidden_size: int = 64
+    """Hidden units per layer."""
     num_layers: int = 1
-    dropout: float = 0.0  # between stacked layers; ignored (never passed to torch) with one layer
-    nonlinearity: Literal["tanh", "relu"] = "tanh"  # vanilla RNN only
-    bidirectional: bool = False  # not for language modelling, not with truncation
-    input_dropout: float = 0.0  # on the (embedded) inputs
-    output_dropout: float = 0.0  # on the recurrent outputs, before the head
-    layer_norm: bool = False  # on the recurrent outputs
-    embedding_dim: int = 32  # token inputs only
-    pooling: Pooling = "last"  # many-to-one tasks: last hidden state, or mean/max over time
-    nonnegative: bool = False  # regression: softplus on the output
+    """Stacked recurrent layers."""
+    dropout: float = 0.0
+    """Dropout between stacked layers; ignored (never passed to torch) with one layer."""
+    nonlinearity: Literal["tanh", "relu"] = "tanh"
+    """Activation of the vanilla RNN (the other cells ignore it)."""
+    bidirectional: bool = False
+    """Read each sequence both ways; not for language modelling, not with `truncation`."""
+    input_dropout: float = 0.0
+    """Dropout on the (embedded) inputs."""
+    output_dropout: float = 0.0
+    """Dropout on the recurrent outputs, before the head."""
+    layer_norm: bool = False
+    """Layer norm on the recurrent outputs."""
+    embedding_dim: int = 32
+    """Embedding size of token inputs (text, tagged, copy)."""
+    pooling: Pooling = "last"
+    """Many-to-one tasks: the `last` hidden state, or the `mean` / `max` over the real steps."""
+    nonnegative: bool = False
+    """Regression: softplus on the output, for targets that cannot be negative."""
 
     # --- optimisation ---
     optimizer: Optimizer = "adam"
+    """The optimiser."""
     lr: float = 1e-3
-    momentum: float = 0.9  # sgd and rmsprop only
-    weight_decay: float = 0.0  # L2, through the optimizer
-    l1: float = 0.0  # L1 penalty coefficient, added to the loss
-    batch_size: int = 64  # streams in parallel for language modelling
-    truncation: int | None = None  # TBPTT chunk length k; None = full BPTT
-    clip_norm: float | None = 1.0  # clip the global gradient norm; None = no clipping
-    clip_value: float | None = None  # clip each gradient element; None = no clipping
+    """Learning rate."""
+    momentum: float = 0.9
+    """Momentum of `sgd` and `rmsprop` (ignored by the others)."""
+    weight_decay: float = 0.0
+    """L2 penalty, through the optimizer."""
+    l1: float = 0.0
+    """L1 penalty coefficient, added to the loss."""
+    batch_size: int = 64
+    """Sequences per batch; parallel streams for language modelling."""
+    truncation: int | None = None
+    """Truncated BPTT chunk length k; null is full backpropagation through time."""
+    clip_norm: float | None = 1.0
+    """Clip the global gradient norm to this; null for no clipping."""
+    clip_value: float | None = None
+    """Clip each gradient element to +-this; null for no clipping."""
     scheduler: Scheduler = "none"
-    lr_step: int = 10  # step: epochs between decays; plateau: patience in epochs
-    lr_gamma: float = 0.5  # multiplicative decay
+    """Learning-rate schedule: `none`, `step` (decay every `lr_step` epochs) or `plateau` (decay
+    after `lr_step` epochs without improvement)."""
+    lr_step: int = 10
+    """`step`: epochs between decays; `plateau`: epochs without improvement before a decay."""
+    lr_gamma: float = 0.5
+    """Multiplicative learning-rate decay of the scheduler."""
 
     # --- budget and stopping ---
     max_epochs: int = 20
-    patience: int | None = 5  # epochs without improvement by min_delta; None = never stop early
+    """Epochs at most; a study file sets it as `budget.max_epochs`."""
+    patience: int | None = 5
+    """Early stopping: epochs without an improvement of `min_delta` in the objective metric;
+    null never stops early."""
     min_delta: float = 0.0
-    seed: int = 0  # initialisation and batch order; the data split has its own seed
+    """Smallest change of the objective metric that counts as an improvement."""
+    seed: int = 0
+    """Initialisation and batch order; the data split has its own seed in `task`."""
 
     def __post_init__(self) -> None:
         problems = [

@@ -329,3 +329,28 @@ def retrain(
         click.echo(retrain_best(found, cfg, tracker, parent_id).text())
     except _results_errors() as e:
         _fail(str(e))
+
+
+@main.command()
+@click.option("--markdown", is_flag=True, help="The key tables of the docs instead of the schema.")
+@click.option(
+    "--write-docs",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    metavar="DIR",
+    help="Rewrite the generated parts of DIR/study-files.md, DIR/data.md and "
+    "DIR/study-file.schema.json (a checkout's docs/).",
+)
+def schema(markdown: bool, write_docs: Path | None) -> None:
+    """The study file's JSON Schema, generated from the code (editors validate study files
+    with it: docs/study-files.md says how), or with --markdown the key tables of the docs."""
+    from tuner.reference import markdown_text, schema_text
+    from tuner.reference import write_docs as rewrite
+
+    if write_docs is not None:
+        try:
+            changed = rewrite(write_docs)
+        except (OSError, KeyError) as e:
+            _fail(f"cannot update {write_docs}: {e}", code=2)
+        click.echo(f"{len(changed)} file(s) updated" + "".join(f"\n  {p}" for p in changed))
+    else:
+        click.echo(markdown_text() if markdown else schema_text(), nl=False)

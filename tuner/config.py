@@ -17,12 +17,21 @@ collect every problem before raising, so a file with three mistakes gets one mes
 
 from __future__ import annotations
 
+import functools
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from models.config import Settings
 from models.data import data_shape, task_data
@@ -59,11 +68,28 @@ class _Strict(BaseModel):
 
 
 class StudyBlock(_Strict):
-    name: str = Field(min_length=1)
-    storage: str | None = None  # overridden by --storage and RNN_TUNER_STORAGE
-    heartbeat_interval: int = Field(default=10, ge=1)  # seconds between a trial's heartbeats
-    # A trial silent this long belongs to a dead worker: it fails and is queued again.
-    grace_period: int = Field(default=60, ge=1)
+    """The study: its name and where it is stored."""
+
+    name: str = Field(
+        min_length=1,
+        description="The Optuna study's name, and the MLflow experiment's unless "
+        "`tracking.experiment` is set.",
+    )
+    storage: str | None = Field(
+        default=None,
+        description="Study database URL (SQLAlchemy): `sqlite:///file.db` or "
+        "`postgresql+psycopg://user:pass@host:5432/db`; `--storage` and `RNN_TUNER_STORAGE` "
+        "override it; null: `sqlite:///rnn_tuner.db`.",
+    )
+    heartbeat_interval: int = Field(
+        default=10, ge=1, description="Seconds between a running trial's heartbeats."
+    )
+    grace_period: int = Field(
+        default=60,
+        ge=1,
+        description="Seconds without a heartbeat after which a trial belongs to a dead worker: "
+        "it fails and is queued again. Longer than `heartbeat_interval`.",
+    )
 
     @model_validator(mode="after")
     def _grace_after_heartbeat(self) -> StudyBlock:
@@ -75,81 +101,155 @@ class StudyBlock(_Strict):
         return self
 
 
+_WHEN = Field(
+    default=None,
+    description="Sample this parameter only when every condition on parameters searched above "
+    "it holds, e.g. `{num_layers: {gt: 1}}`; comparisons: " + ", ".join(COMPARISONS) + ".",
+)
+
+
 class FloatDist(_Strict):
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = None
-    when: dict[str, Any] | None = None
+    """A real number from a range."""
+
+    type: Literal["float"] = Field(description="`float`.")
+    low: float = Field(description="Lowest value.")
+    high: float = Field(description="Highest value.")
+    log: bool = Field(default=False, description="Sample on a log scale (`low` > 0).")
+    step: float | None = Field(default=None, description="Discretisation step; null: none.")
+    when: dict[str, Any] | None = _WHEN
 
 
 class IntDist(_Strict):
-    type: Literal["int"]
-    low: int
-    high: int
-    log: bool = False
-    step: int = 1
-    when: dict[str, Any] | None = None
+    """An integer from a range."""
+
+    type: Literal["int"] = Field(description="`int`.")
+    low: int = Field(description="Lowest value.")
+    high: int = Field(description="Highest value.")
+    log: bool = Field(default=False, description="Sample on a log scale (`low` > 0).")
+    step: int = Field(default=1, description="Spacing of the values.")
+    when: dict[str, Any] | None = _WHEN
 
 
 class CategoricalDist(_Strict):
-    type: Literal["categorical"]
-    choices: list[Any] = Field(min_length=1)
-    when: dict[str, Any] | None = None
+    """One of listed values."""
+
+    type: Literal["categorical"] = Field(description="`categorical`.")
+    choices: list[Any] = Field(
+        min_length=1, description="The values to choose from (null is a value, e.g. no truncation)."
+    )
+    when: dict[str, Any] | None = _WHEN
 
 
 Distribution = Annotated[FloatDist | IntDist | CategoricalDist, Field(discriminator="type")]
 
 
 class Objective(_Strict):
-    metric: str
-    direction: Literal["minimize", "maximize"] | None = None  # None: the metric's natural one
+    """A validation metric to optimise."""
+
+    metric: str = Field(
+        description="A metric the task measures (`val_loss`, `val_mse`, `val_acc`, ...) or "
+        "`n_params`."
+    )
+    direction: Literal["minimize", "maximize"] | None = Field(
+        default=None,
+        description="null: the metric's natural one (`maximize` for `val_acc`, else `minimize`).",
+    )
 
 
 class NamedPlugin(_Strict):
-    name: str
-    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of Optuna's class
+    """An Optuna sampler or pruner by name."""
+
+    name: str = Field(description="Which one; the tables below list the names.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments passed to Optuna's class."
+    )
 
 
 class Budget(_Strict):
-    n_trials: int | None = Field(default=None, ge=1)
-    max_trials: int | None = Field(default=None, ge=1)  # the study's total, across all workers
-    timeout: float | None = Field(default=None, gt=0)  # seconds for this run of the command
-    max_epochs: int = Field(default=20, ge=1)
+    """How many trials, how long, how many epochs each."""
+
+    n_trials: int | None = Field(
+        default=None,
+        ge=1,
+        description="Trials one `rnn-tuner run` adds (`--n-trials` overrides); null: until "
+        "`timeout`, `max_trials` or Ctrl-C.",
+    )
+    max_trials: int | None = Field(
+        default=None,
+        ge=1,
+        description="The study's total across every worker on every machine "
+        "(`--max-trials` overrides); null: no cap.",
+    )
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds after which this run starts no new trial (`--timeout` overrides); "
+        "null: none.",
+    )
+    max_epochs: int = Field(default=20, ge=1, description="Epochs per trial at most.")
 
 
 class Tracking(_Strict):
-    experiment: str | None = None  # default: the study name
-    uri: str | None = None  # overridden by MLFLOW_TRACKING_URI
+    """Where trials are recorded in MLflow."""
+
+    experiment: str | None = Field(
+        default=None, description="MLflow experiment name; null: the study name."
+    )
+    uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; `--tracking-uri` and `MLFLOW_TRACKING_URI` override "
+        "it; null: `sqlite:///mlflow.db`.",
+    )
 
 
 class StudyConfig(_Strict):
-    study: StudyBlock
-    task: Annotated[DataConfig, Field(discriminator="source")]
-    fixed: dict[str, Any] = Field(default_factory=dict)
-    search: dict[str, Distribution] = Field(default_factory=dict)
-    objective: list[Objective] = Field(
-        default_factory=lambda: [Objective(metric="val_loss")], min_length=1
-    )
-    sampler: NamedPlugin = Field(default_factory=lambda: NamedPlugin(name="tpe"))
-    pruner: NamedPlugin | None = None  # None: median for one objective, none for several
-    budget: Budget = Field(default_factory=Budget)
-    enqueue: list[dict[str, Any]] = Field(default_factory=list)
-    tracking: Tracking = Field(default_factory=Tracking)
-    seed: int = 0  # seeds the sampler
+    """An rnn-tuner study file: `rnn-tuner run FILE` searches it, `rnn-tuner validate FILE`
+    checks it."""
 
-    @model_validator(mode="before")
+    study: StudyBlock = Field(description="The study's name and storage.")
+    task: Annotated[DataConfig, Field(discriminator="source")] = Field(
+        description="The data; `source` picks the kind and so the task (docs/data.md)."
+    )
+    fixed: dict[str, Any] = Field(
+        default_factory=dict, description="Settings every trial uses, by name."
+    )
+    search: dict[str, Distribution] = Field(
+        default_factory=dict,
+        description="Settings the sampler chooses, each a float, int or categorical "
+        "distribution; in file order.",
+    )
+    objective: list[Objective] = Field(
+        default_factory=lambda: [Objective(metric="val_loss")],
+        min_length=1,
+        description="The metric(s) to optimise: a name, one `{metric, direction}` or a list "
+        "(multi-objective); default `val_loss`.",
+    )
+    sampler: NamedPlugin = Field(
+        default_factory=lambda: NamedPlugin(name="tpe"), description="Default: `tpe`."
+    )
+    pruner: NamedPlugin | None = Field(
+        default=None, description="null: `median` for one objective, `none` for several."
+    )
+    budget: Budget = Field(default_factory=Budget, description="Trials, time and epochs.")
+    enqueue: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Parameter sets (names from `search`) that run first, when the study is "
+        "created.",
+    )
+    tracking: Tracking = Field(default_factory=Tracking, description="The MLflow side.")
+    seed: int = Field(default=0, description="Seeds the sampler.")
+
+    @field_validator(
+        "objective", mode="before", json_schema_input_type=str | Objective | list[Objective]
+    )
     @classmethod
-    def _objective_list(cls, data: Any) -> Any:
+    def _objective_list(cls, value: Any) -> Any:
         """`objective: val_mse` and `objective: {metric: ...}` are one-item lists."""
-        if isinstance(data, dict):
-            obj = data.get("objective")
-            if isinstance(obj, str):
-                data = {**data, "objective": [{"metric": obj}]}
-            elif isinstance(obj, dict):
-                data = {**data, "objective": [obj]}
-        return data
+        if isinstance(value, str):
+            return [{"metric": value}]
+        if isinstance(value, dict):
+            return [value]
+        return value
 
     @property
     def objectives(self) -> list[Objective]:
@@ -231,7 +331,7 @@ def _known_keys_only(task: Any) -> dict[str, Any] | None:
         return None
     known = {k: v for k, v in task.items() if k in SOURCES[task["source"]].__dataclass_fields__}
     try:
-        TypeAdapter(SOURCES[task["source"]]).validate_python(known)
+        _adapter(SOURCES[task["source"]]).validate_python(known)
     except ValidationError:
         return None
     return known
@@ -315,9 +415,16 @@ def _checked_fixed(cfg: StudyConfig, problems: list[str]) -> Settings:
     return Settings(**good)
 
 
+@functools.cache
+def _adapter(kind: type) -> TypeAdapter[Any]:
+    """One validator per dataclass: building one reads the class's source for its field
+    docstrings, and `validate` checks every fixed value and search bound with it."""
+    return TypeAdapter(kind)
+
+
 def _settings_error(values: dict[str, Any]) -> str | None:
     try:
-        TypeAdapter(Settings).validate_python(values)
+        _adapter(Settings).validate_python(values)
     except ValidationError as e:
         return "; ".join(err["msg"].removeprefix("Value error, ") + _got(err) for err in e.errors())
     return None

@@ -1,7 +1,8 @@
 """Data settings of a study file's `task:` block, one dataclass per data source.
 
 The `source` field picks the dataclass; the tuner validates a study file's `task:` block against
-the union `DataConfig`. Paths are relative to the working directory unless absolute.
+the union `DataConfig`. Paths are relative to the working directory unless absolute. The
+docstring under each field is its description in docs/data.md and the study file's JSON Schema.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-# Read by pydantic when the tuner validates a study file: an unknown key is an error.
-_STRICT: dict[str, Any] = {"extra": "forbid"}
+# Read by pydantic when the tuner validates a study file: an unknown key is an error, and the
+# docstring under each field is its description.
+_STRICT: dict[str, Any] = {"extra": "forbid", "use_attribute_docstrings": True}
 
 
 @dataclass(frozen=True)
@@ -21,11 +23,17 @@ class AddingData:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     source: Literal["adding"] = "adding"
+    """Built in: no file."""
     seq_len: int = 50
+    """Time steps per sequence."""
     n_train: int = 4000
+    """Training sequences."""
     n_val: int = 1000
+    """Validation sequences."""
     n_test: int = 1000
-    seed: int = 0  # generates the data; fixed across trials so every trial sees the same split
+    """Test sequences."""
+    seed: int = 0
+    """Generates the data; fixed across trials so every trial sees the same split."""
 
 
 @dataclass(frozen=True)
@@ -35,13 +43,21 @@ class CopyData:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     source: Literal["copy"] = "copy"
+    """Built in: no file."""
     n_symbols: int = 8
+    """Distinct symbols to copy (chance accuracy is 1 / n_symbols)."""
     copy_len: int = 10
+    """Symbols to remember."""
     delay: int = 20
+    """Blank steps between the symbols and the delimiter that asks for them."""
     n_train: int = 4000
+    """Training sequences."""
     n_val: int = 1000
+    """Validation sequences."""
     n_test: int = 1000
+    """Test sequences."""
     seed: int = 0
+    """Generates the data; fixed across trials so every trial sees the same split."""
 
 
 @dataclass(frozen=True)
@@ -51,13 +67,21 @@ class SineData:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     source: Literal["sine"] = "sine"
+    """Built in: no file."""
     seq_len: int = 50
+    """Past values the model sees."""
     horizon: int = 1
+    """Values predicted at once: the `horizon` steps after the window."""
     noise: float = 0.1
+    """Standard deviation of the Gaussian noise on the inputs."""
     n_train: int = 4000
+    """Training sequences."""
     n_val: int = 1000
+    """Validation sequences."""
     n_test: int = 1000
+    """Test sequences."""
     seed: int = 0
+    """Generates the data; fixed across trials so every trial sees the same split."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +92,17 @@ class NpzData:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     path: str
+    """The .npz archive with arrays `X` and `y`."""
     target: Literal["classification", "regression"]
+    """What `y` holds: class labels or real-valued targets."""
     source: Literal["npz"] = "npz"
+    """Arrays in a NumPy .npz file."""
     val_fraction: float = 0.15
+    """Share of the sequences for validation."""
     test_fraction: float = 0.15
-    seed: int = 0  # shuffles the split
+    """Share of the sequences for test."""
+    seed: int = 0
+    """Shuffles the sequences into the splits."""
 
 
 @dataclass(frozen=True)
@@ -88,19 +118,30 @@ class CsvData:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     path: str
+    """The table: a CSV file with a header row, or a `.parquet` file."""
     target: str
-    features: tuple[str, ...] | None = None  # None = every numeric column but series and time
-    series: str | None = None  # the column naming each row's series; None = one series
-    time: str | None = None  # the column ordering rows within a series; None = file order
+    """The column to predict."""
+    features: tuple[str, ...] | None = None
+    """Input columns; null takes every numeric column but `series` and `time`."""
+    series: str | None = None
+    """The column naming each row's series; null: one series."""
+    time: str | None = None
+    """The column ordering rows within a series; null: file order."""
     source: Literal["csv"] = "csv"
+    """Time series in a table."""
     window: int = 24
-    horizon: int = 1  # values predicted at once: the `horizon` rows after the window
-    season: int | None = None  # steps per season: adds the seasonal naive baseline
-    # standardise with the training rows' mean and std: true = of all series together,
-    # series = of each series on its own, false = not at all
+    """Rows per input window."""
+    horizon: int = 1
+    """Values predicted at once: the `horizon` rows after the window."""
+    season: int | None = None
+    """Steps per season: adds the seasonal naive baseline."""
     normalize: bool | Literal["series"] = True
-    val_fraction: float = 0.15  # of every series
+    """Standardise with the training rows' mean and std: true of all series together, `series`
+    of each series on its own, false not at all."""
+    val_fraction: float = 0.15
+    """Share of every series' rows for validation (after its training rows)."""
     test_fraction: float = 0.15
+    """Share of every series' rows for test (its last ones)."""
 
 
 @dataclass(frozen=True)
@@ -110,12 +151,19 @@ class TextData:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     path: str
+    """The UTF-8 text file."""
     source: Literal["text"] = "text"
+    """Plain text for language modelling."""
     level: Literal["char", "word"] = "char"
-    seq_len: int = 64  # steps per batch window; state carries across consecutive windows
-    min_freq: int = 1  # rarer training tokens become <unk>
+    """Tokens are characters, or whitespace-separated words plus `<eos>` at each line's end."""
+    seq_len: int = 64
+    """Steps per batch window; the state carries across consecutive windows."""
+    min_freq: int = 1
+    """Training tokens seen fewer times become `<unk>`."""
     val_fraction: float = 0.1
+    """Share of the tokens for validation (after the training tokens)."""
     test_fraction: float = 0.1
+    """Share of the tokens for test (the last ones)."""
 
 
 @dataclass(frozen=True)
@@ -125,12 +173,19 @@ class TaggedData:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     path: str
+    """The file of `token<TAB>tag` lines."""
     source: Literal["tagged"] = "tagged"
+    """A tag for every token (sequence tagging)."""
     min_freq: int = 1
+    """Training tokens seen fewer times become `<unk>`."""
     lowercase: bool = False
+    """Lowercase the tokens (never the tags)."""
     val_fraction: float = 0.15
+    """Share of the sentences for validation."""
     test_fraction: float = 0.15
-    seed: int = 0  # shuffles sentences into the split
+    """Share of the sentences for test."""
+    seed: int = 0
+    """Shuffles the sentences into the splits."""
 
 
 DataConfig = AddingData | CopyData | SineData | NpzData | CsvData | TextData | TaggedData
