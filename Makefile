@@ -1,8 +1,8 @@
-# The README's commands, plus lint, smoke and bench.
+# The README's commands, plus lint, smoke, bench and docs.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install quickstart test lint smoke bench
+.PHONY: install quickstart test lint smoke bench docs
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -27,3 +27,9 @@ smoke:
 
 bench:
 	$(PY) -m benchmarks
+
+# The generated parts of the docs: key tables and JSON Schema from the code, benchmark tables from
+# benchmarks/results/latest.json (tests/test_docs.py fails until these are rerun and committed).
+docs:
+	$(VENV)/bin/rnn-tuner schema --write-docs docs
+	$(PY) -m benchmarks --table --write-docs

@@ -2,8 +2,10 @@
 table of ratios, and write `benchmarks/results/<name>.json` plus the combined
 `benchmarks/results/latest.json` (the newest result of every benchmark).
 
-`python -m benchmarks --table` prints latest.json as a Markdown table without running anything
-(for docs/performance.md and the README).
+`python -m benchmarks --table` prints latest.json as a Markdown table without running anything;
+`python -m benchmarks --table --write-docs` puts that table into the README and
+docs/performance.md, between their `<!-- BEGIN GENERATED benchmarks ... -->` markers (a test fails
+when they differ from latest.json).
 
 A benchmark module exposes `run(quick: bool) -> list[dict]`: rows with `name` (or `case`), `ratio`,
 `target` (text), `met` (bool, or None for a row without a target) and the measured values behind
@@ -26,7 +28,10 @@ from benchmarks.common import Skip, load_average, machine
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+LATEST = RESULTS / "latest.json"
 COLUMNS = ("benchmark", "case", "ratio", "target", "met", "measured")
+DOCS_WITH_TABLE = (HERE.parent / "README.md", HERE.parent / "docs" / "performance.md")
+REGENERATE = "python -m benchmarks --table --write-docs"
 
 
 def discover() -> list[str]:
@@ -95,6 +100,44 @@ def _summary(r: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in plain[:2])
 
 
+def latest_table() -> str:
+    """latest.json as the docs show it: the table, then where and when it was measured."""
+    latest = json.loads(LATEST.read_text(encoding="utf-8"))
+    results = list(latest["benchmarks"].values())
+    return table(results) + "\n\n" + _provenance(latest["machine"], results)
+
+
+def _provenance(info: dict[str, Any], results: list[dict[str, Any]]) -> str:
+    days = sorted({str(res["finished"])[:10] for res in results})
+    quick = [res["benchmark"] for res in results if res["quick"]]
+    versions = ", ".join(
+        f"{mod} {info[mod]}"
+        for mod in ("torch", "pytorch_lightning", "optuna", "mlflow", "sqlalchemy")
+        if mod in info
+    )
+    return (
+        f"Measured {', '.join(days)}"
+        + (f" (`--quick`: {', '.join(quick)})" if quick else "")
+        + f" on {info['nproc']} cores ({info['cpu']}), Python {info['python']}, {versions}; "
+        "from `benchmarks/results/latest.json`."
+    )
+
+
+def write_docs() -> list[Path]:
+    """Put the latest table into every doc that shows it; returns the docs that changed."""
+    from tuner.reference import replace_generated  # the docs' one marker format
+
+    changed = []
+    body = latest_table()
+    for doc in DOCS_WITH_TABLE:
+        old = doc.read_text(encoding="utf-8")
+        new = replace_generated(old, "benchmarks", body, REGENERATE)
+        if new != old:
+            doc.write_text(new, encoding="utf-8")
+            changed.append(doc)
+    return changed
+
+
 def save(results: list[dict[str, Any]]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     info = machine()
@@ -102,7 +145,7 @@ def save(results: list[dict[str, Any]]) -> Path:
         (RESULTS / f"{res['benchmark']}.json").write_text(
             json.dumps({**res, "machine": info}, indent=2) + "\n", encoding="utf-8"
         )
-    latest = RESULTS / "latest.json"
+    latest = LATEST
     combined: dict[str, Any] = {}
     if latest.exists():  # keep the benchmarks not run this time
         combined = json.loads(latest.read_text(encoding="utf-8")).get("benchmarks", {})
@@ -127,12 +170,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--table", action="store_true", help="print the latest results as Markdown and exit"
     )
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="with --table: put it into README.md and docs/performance.md",
+    )
     args = parser.parse_args(argv)
     if args.table:
-        latest = RESULTS / "latest.json"
-        if not latest.exists():
-            parser.error(f"no results yet ({latest}); run `python -m benchmarks` first")
-        print(table(list(json.loads(latest.read_text(encoding="utf-8"))["benchmarks"].values())))
+        if not LATEST.exists():
+            parser.error(f"no results yet ({LATEST}); run `python -m benchmarks` first")
+        if args.write_docs:
+            changed = write_docs()
+            shown = [str(p.relative_to(HERE.parent)) for p in changed]
+            print(f"{len(changed)} file(s) updated", *shown, sep="\n  ")
+        else:
+            print(latest_table())
         return 0
     chosen = [n.removeprefix("bench_") for n in args.only or names]
     unknown = [n for n in chosen if n not in names]

@@ -12,6 +12,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from benchmarks.__main__ import DOCS_WITH_TABLE, latest_table
+from benchmarks.__main__ import REGENERATE as REGENERATE_BENCHMARKS
 from tests.conftest import ROOT, STUDIES, tiny_study
 from tuner.cli import main
 from tuner.reference import REGENERATE, SCHEMA_FILE, generated_docs, study_file_schema
@@ -32,6 +34,17 @@ def test_the_study_file_reference_is_what_the_code_generates(path: Path):
     assert path.read_text(encoding="utf-8") == expected, (
         f"{path.relative_to(ROOT)} differs from the reference generated from the code; "
         f"run `{REGENERATE}` and commit the result"
+    )
+
+
+@pytest.mark.parametrize("doc", DOCS_WITH_TABLE, ids=lambda p: p.name)
+def test_the_benchmark_tables_are_what_latest_json_generates(doc: Path):
+    text = doc.read_text(encoding="utf-8")
+    block = re.search(r"<!-- BEGIN GENERATED benchmarks [^\n]*-->\n(.*?)\n<!-- END", text, re.S)
+    assert block is not None, f"{doc.name} has no generated benchmarks block"
+    assert block.group(1).strip() == latest_table(), (
+        f"{doc.relative_to(ROOT)}'s benchmark table differs from benchmarks/results/latest.json; "
+        f"run `{REGENERATE_BENCHMARKS}` and commit the result"
     )
 
 
