@@ -12,7 +12,7 @@ them. Free of torch, so reading a study file stays fast.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +27,8 @@ class Metric:
     tasks: tuple[str, ...]  # tasks whose training records it
     level: str | None = None  # a language model records it only at this `DataInfo.level`
     meaning: str = ""
+    # a forecast records it only when its data score this naive baseline (`DataInfo.baselines`)
+    baseline: str | None = None
 
 
 METRICS: tuple[Metric, ...] = (
@@ -35,6 +37,27 @@ METRICS: tuple[Metric, ...] = (
     Metric("val_acc", "max", ("classification", "tagging"), meaning="accuracy (per step: tagging)"),
     Metric("val_mse", "min", ("regression",), meaning="mean squared error per target value"),
     Metric("val_mae", "min", ("regression",), meaning="mean absolute error per target value"),
+    Metric(
+        "val_mse_naive",
+        "min",
+        ("regression",),
+        baseline="naive",
+        meaning="MSE of the naive forecast (the window's last value) on the same windows",
+    ),
+    Metric(
+        "val_mse_snaive",
+        "min",
+        ("regression",),
+        baseline="snaive",
+        meaning="MSE of the seasonal naive forecast (one season back; task.season)",
+    ),
+    Metric(
+        "val_mse_rel",
+        "min",
+        ("regression",),
+        baseline="naive",
+        meaning="val_mse / the best naive MSE: below 1 beats every naive forecast",
+    ),
     Metric("val_ppl", "min", ("language_model",), meaning="perplexity: exp(val_loss)"),
     Metric("val_bpc", "min", ("language_model",), "char", "bits per character: val_loss / ln 2"),
 )
@@ -62,21 +85,38 @@ def default_monitor(task: str) -> tuple[str, Mode]:
     return name, METRIC_MODES[name]
 
 
-def val_metric_names(task: str, level: str | None = "char") -> tuple[str, ...]:
-    """The validation metrics recorded for `task` (at `level`, for a language model), in table
-    order. The default level lists everything a task can record."""
+def val_metric_names(
+    task: str, level: str | None = "char", baselines: Collection[str] = ()
+) -> tuple[str, ...]:
+    """The validation metrics recorded for `task` (at `level`, for a language model; for a
+    forecast whose data score the naive `baselines`, e.g. ("naive", "snaive")), in table order.
+    The default level lists everything a task can record; the default baselines none."""
     return tuple(
         m.name
         for m in METRICS
-        if m.name.startswith("val_") and task in m.tasks and m.level in (None, level)
+        if m.name.startswith("val_")
+        and task in m.tasks
+        and m.level in (None, level)
+        and m.baseline in (None, *baselines)
     )
 
 
+def baseline_names(baselines: Mapping[str, float] | None) -> tuple[str, ...]:
+    """The naive forecasts `DataInfo.baselines` scores, e.g. ("naive", "snaive")."""
+    return tuple(k.removeprefix("val_mse_") for k in baselines or () if k.startswith("val_mse_"))
+
+
 def summarize(
-    sums: Mapping[str, Any], task: str, level: str | None, prefix: str
+    sums: Mapping[str, Any],
+    task: str,
+    level: str | None,
+    prefix: str,
+    baselines: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """A task's metrics from summed per-batch counts (the module's `evaluate_batch`), named
-    `prefix + metric`, e.g. `val_mse` or `test_mse`; the names are `val_metric_names`."""
+    `prefix + metric`, e.g. `val_mse` or `test_mse`; the names are `val_metric_names`.
+    `baselines` (`DataInfo.baselines`) adds a forecast's naive MSEs of this split and the
+    model's MSE relative to the best of them."""
     loss = ratio(sums, "loss_sum", "count")
     out = {"loss": loss}
     if task in ("classification", "tagging"):
@@ -84,11 +124,24 @@ def summarize(
     elif task == "regression":
         out["mse"] = ratio(sums, "sq_sum", "count")
         out["mae"] = ratio(sums, "abs_sum", "count")
+        out |= _relative_to_naive(out["mse"], baselines or {}, prefix)
     else:
         out["ppl"] = math.exp(min(loss, 700.0))  # exp overflows a float past ~709
         if level == "char":
             out["bpc"] = loss / math.log(2)
     return {prefix + k: v for k, v in out.items()}
+
+
+def _relative_to_naive(mse: float, baselines: Mapping[str, float], prefix: str) -> dict[str, float]:
+    """{"mse_naive": ..., "mse_snaive": ..., "mse_rel": ...} for the split `prefix` names."""
+    naive = {
+        k.removeprefix(prefix): v for k, v in baselines.items() if k.startswith(prefix + "mse_")
+    }
+    if not naive:
+        return {}
+    best = min(naive.values())
+    # a perfect naive forecast (a constant series) leaves nothing to beat: no ratio
+    return {**naive, "mse_rel": mse / best if best > 0 else math.nan}
 
 
 def ratio(sums: Mapping[str, Any], num: str, den: str) -> float:

@@ -351,7 +351,7 @@ class SequenceModule(pl.LightningModule):
 
     def metrics(self, sums: dict[str, Tensor], prefix: str = "val_") -> dict[str, float]:
         """The task's metrics from summed `evaluate_batch` results, named `prefix + metric`."""
-        return summarize(sums, self.info.task, self.info.level, prefix)
+        return summarize(sums, self.info.task, self.info.level, prefix, self.info.baselines)
 
     # --- diagnostics ---
     def gradient_flow(self, batch: Batch) -> float:

@@ -23,7 +23,13 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from models.config import Settings
 from models.data.base import Batch, TaskData
 from models.data.datamodule import SequenceDataModule
-from models.metrics import METRIC_MODES, Mode, default_monitor, val_metric_names
+from models.metrics import (
+    METRIC_MODES,
+    Mode,
+    baseline_names,
+    default_monitor,
+    val_metric_names,
+)
 from models.module import SequenceModule
 from models.network import state_batch_size
 
@@ -103,7 +109,8 @@ def train(
 def _monitor(monitor: str | None, data: TaskData) -> tuple[str, Mode]:
     if monitor is None:
         return default_monitor(data.info.task)
-    valid = ("train_loss", *val_metric_names(data.info.task, data.info.level))
+    baselines = baseline_names(data.info.baselines)
+    valid = ("train_loss", *val_metric_names(data.info.task, data.info.level, baselines))
     if monitor not in valid:
         raise ValueError(
             f"monitor {monitor!r} is not logged for a {data.info.task} task; "

@@ -29,6 +29,17 @@ def test_the_metrics_computed_are_the_tables_and_nothing_else(task, level):
     assert all(math.isfinite(v) for v in computed.values())
 
 
+def test_a_forecast_adds_its_naive_baselines_and_the_relative_mse():
+    baselines = {"val_mse_naive": 2.0, "val_mse_snaive": 1.0, "test_mse_naive": 4.0}
+    computed = summarize(SUMS["regression"], "regression", None, "val_", baselines)
+    assert tuple(computed) == val_metric_names("regression", None, ("naive", "snaive"))
+    assert computed["val_mse"] == 0.5 and computed["val_mse_naive"] == 2.0
+    assert computed["val_mse_rel"] == 0.5  # over the better baseline, the seasonal one
+    test = summarize(SUMS["regression"], "regression", None, "test_", baselines)
+    assert (test["test_mse_naive"], test["test_mse_rel"]) == (4.0, 0.125)
+    assert "test_mse_snaive" not in test
+
+
 def test_every_task_has_a_loss_and_every_metric_a_direction_and_a_meaning():
     for task in TASKS:
         assert val_metric_names(task)[0] == "val_loss"

@@ -1,5 +1,5 @@
 """Many series in one long table (CSV or Parquet), multi-step forecasts and the naive baselines,
-through `load_task` and `rnn-tuner validate`."""
+through `load_task`, `train`/`evaluate` and `rnn-tuner validate`/`run`."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
+from mlflow import MlflowClient
 
+from models import Settings, evaluate, train
 from models.data import CsvData, SineData, TaskData, load_task
 from models.errors import DataError
-from tests.conftest import tiny_study, write_study
+from tests.conftest import ROOT, STUDIES, tiny_study, write_study
 from tuner.cli import main
 
 SLOPES = {"a": 1, "b": 2, "c": 5, "short": 1}  # series name -> sales = 1000 * code + slope * t
@@ -201,3 +205,82 @@ def test_parquet_errors_name_the_row(tmp_path: Path):
     (tmp_path / "bad.parquet").write_text("store,sales\na,1\n")
     with pytest.raises(DataError, match="bad.parquet: not a readable Parquet file"):
         load_task(series_cfg(str(tmp_path / "bad.parquet")))
+
+
+def test_a_forecast_study_reports_the_naive_baselines_and_optimises_relative_mse(workdir: Path):
+    path = write_table(workdir / "sales.parquet", long_table(LENGTHS))
+    task = study_task(path, season=2, normalize="series")
+    study = tiny_study(name="stores", task=task, objective={"metric": "val_mse_rel"},
+                       budget={"n_trials": 2, "max_epochs": 2})  # fmt: skip
+    result = CliRunner().invoke(main, ["run", str(write_study(workdir / "s.yaml", study))])
+    assert result.exit_code == 0, result.output
+
+    baselines = load_task(
+        CsvData(**{k: v for k, v in task.items() if k != "source"})
+    ).info.baselines
+    trials = optuna.load_study(
+        study_name="stores", storage=f"sqlite:///{workdir}/rnn_tuner.db"
+    ).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    experiment = client.get_experiment_by_name("stores")
+    runs = client.search_runs([experiment.experiment_id], "tags.`rnn_tuner.role` = 'trial'")
+    assert len(runs) == 2
+    for run in runs:
+        history = {k: [m.value for m in client.get_metric_history(run.info.run_id, k)]
+                   for k in ("val_mse", "val_mse_naive", "val_mse_snaive", "val_mse_rel")}  # fmt: skip
+        assert history["val_mse_naive"] == pytest.approx([baselines["val_mse_naive"]] * 2)
+        assert history["val_mse_snaive"] == pytest.approx([baselines["val_mse_snaive"]] * 2)
+        best_naive = min(baselines["val_mse_naive"], baselines["val_mse_snaive"])
+        assert history["val_mse_rel"] == pytest.approx([m / best_naive for m in history["val_mse"]])
+        trial = trials[int(run.data.tags["rnn_tuner.trial"])]
+        assert trial.value == pytest.approx(min(history["val_mse_rel"]))
+
+
+def test_train_monitors_relative_mse_and_evaluate_scores_the_test_split(tmp_path: Path):
+    path = write_table(tmp_path / "t.csv", long_table(LENGTHS))
+    data = load_task(series_cfg(path, normalize=True))
+    result = train(
+        Settings(hidden_size=8, max_epochs=2, batch_size=16), data, monitor="val_mse_rel"
+    )
+    row = result.history[-1]
+    assert row["val_mse_rel"] == pytest.approx(
+        row["val_mse"] / data.info.baselines["val_mse_naive"]
+    )
+    test = evaluate(result.module, data, "test")
+    assert test["test_mse_naive"] == data.info.baselines["test_mse_naive"]
+    assert test["test_mse_rel"] == pytest.approx(test["test_mse"] / test["test_mse_naive"])
+    with pytest.raises(ValueError, match="val_mse_snaive"):  # no season, no seasonal baseline
+        train(Settings(max_epochs=1), data, monitor="val_mse_snaive")
+
+
+@pytest.mark.parametrize(
+    "source,objective,message",
+    [
+        ("csv", "val_mse_snaive", "objective.metric: val_mse_snaive needs task.season"),
+        ("adding", "val_mse_rel", "objective.metric: val_mse_rel needs a forecast (source csv or sine)"),
+    ],
+)  # fmt: skip
+def test_a_naive_metric_the_data_cannot_score_is_a_study_file_error(
+    tmp_path, source, objective, message
+):
+    task = study_task(write_table(tmp_path / "t.csv", long_table(LENGTHS)))
+    if source == "adding":
+        task = {"source": "adding", "seq_len": 10, "n_train": 64, "n_val": 16, "n_test": 16}
+    result = validate(
+        write_study(tmp_path / "s.yaml", tiny_study(task=task, objective={"metric": objective}))
+    )
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+@pytest.mark.slow
+def test_the_shipped_stores_study_runs_a_two_trial_smoke(workdir: Path):
+    study = yaml.safe_load((STUDIES / "forecast-stores.yaml").read_text())
+    study["task"]["path"] = str(ROOT / study["task"]["path"])
+    study["budget"] = {"n_trials": 2, "max_epochs": 2}
+    result = CliRunner().invoke(main, ["run", str(write_study(workdir / "s.yaml", study))])
+    assert result.exit_code == 0, result.output
+    storage = f"sqlite:///{workdir}/rnn_tuner.db"
+    trials = optuna.load_study(study_name="forecast-stores", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert all(0 < t.value < 10 for t in trials)  # val_mse_rel: a ratio near 1, not a raw MSE

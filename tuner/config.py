@@ -35,7 +35,7 @@ from pydantic import (
 
 from models.config import Settings
 from models.data import data_shape, task_data
-from models.data.config import SOURCES, DataConfig
+from models.data.config import SOURCES, DataConfig, naive_baselines
 from models.errors import DataError
 from models.metrics import METRIC_MODES, metric, val_metric_names
 
@@ -475,11 +475,15 @@ def _known_fields(s: Settings) -> dict[str, Any]:
 
 
 def _check_objectives(cfg: StudyConfig) -> list[str]:
-    valid = (*val_metric_names(cfg.task_kind), "n_params")
+    valid = (*val_metric_names(cfg.task_kind, baselines=naive_baselines(cfg.task)), "n_params")
     problems = []
     for i, obj in enumerate(cfg.objectives):
         where = "objective" if len(cfg.objectives) == 1 else f"objective.{i}"
-        if obj.metric not in valid:
+        baseline = obj.metric in METRIC_MODES and metric(obj.metric).baseline
+        if obj.metric not in valid and baseline and cfg.task_kind == "regression":
+            needs = "task.season" if baseline == "snaive" else "a forecast (source csv or sine)"
+            problems.append(f"{where}.metric: {obj.metric} needs {needs}")
+        elif obj.metric not in valid:
             problems.append(
                 f"{where}.metric: {obj.metric!r} is not measured for a {cfg.task_kind} task; "
                 f"valid: {', '.join(valid)}"

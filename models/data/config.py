@@ -193,3 +193,13 @@ SOURCES: dict[str, type] = {
     c.__dataclass_fields__["source"].default: c  # type: ignore[attr-defined]
     for c in (AddingData, CopyData, SineData, NpzData, CsvData, TextData, TaggedData)
 }
+
+
+def naive_baselines(cfg: DataConfig) -> tuple[str, ...]:
+    """The naive forecasts (models.data.naive) that the data of `cfg` score, known from the
+    settings alone so a study file's objective can be checked without reading data."""
+    if isinstance(cfg, SineData):
+        return ("naive",)
+    if isinstance(cfg, CsvData):
+        return ("naive",) if cfg.season is None else ("naive", "snaive")
+    return ()
