@@ -96,6 +96,23 @@ def test_csv_and_parquet_of_one_table_give_the_same_tensors(tmp_path: Path):
         assert torch.equal(x, y)
 
 
+def test_typed_parquet_columns_read_like_their_csv_text(tmp_path: Path):
+    # Parquet keeps types: dates as timestamps, series ids as integers; the order and the windows
+    # must not depend on it.
+    frame = long_table(LENGTHS, seed=5)
+    typed = frame.assign(
+        date=pd.to_datetime(frame["date"]), store=frame["store"].map({"a": 7, "b": 3, "c": 5})
+    )
+    a = load_task(series_cfg(write_table(tmp_path / "t.csv", frame)))
+    b = load_task(series_cfg(write_table(tmp_path / "t.parquet", typed)))
+    assert a.info == b.info
+    for x, y in zip(tensors(a), tensors(b), strict=True):
+        assert torch.equal(x, y)
+    steps = frame.assign(date=(pd.to_datetime(frame["date"]) - pd.Timestamp("2021-01-01")).dt.days)
+    c = load_task(series_cfg(write_table(tmp_path / "steps.csv", steps)))  # time as step numbers
+    assert torch.equal(a.val.targets, c.val.targets)
+
+
 def tensors(data: TaskData) -> list[torch.Tensor]:
     return [t for s in (data.train, data.val, data.test) for t in (s.inputs, s.targets)]
 
@@ -172,6 +189,16 @@ BAD_TABLES = {
         {},
         lambda f: pd.concat([f, long_table({"short": 9})]),
         ["series 'short' (9 rows)", "task.window + task.horizon = 7", "drop this series"],
+    ),
+    "time neither number nor date": (
+        {},
+        lambda f: f.assign(date=f["date"].where(f.index != 3, "tomorrow")),
+        ["line 5, column 'date' (task.time): 'tomorrow' is not a number or a date", "ISO 8601"],
+    ),
+    "empty series id": (
+        {},
+        lambda f: f.assign(store=f["store"].where(f.index != 0, None)),
+        ["line 2, column 'store' (task.series): an empty cell"],
     ),
     "horizon below 1": ({"horizon": 0}, None, ["task.horizon must be at least 1, got 0"]),
     "season longer than the window": ({"season": 7}, None, ["task.season (7)", "task.window (4)"]),

@@ -80,12 +80,13 @@ class Table:
         """(R,) series codes 0..S-1 and the S series names, in order of first appearance."""
         import pandas as pd
 
-        codes, names = pd.factorize(self.columns[column])
-        if (codes < 0).any():
-            row = int(np.flatnonzero(codes < 0)[0])
+        cells = self.columns[column]
+        empty = next((i for i, cell in enumerate(cells) if _missing(cell)), None)
+        if empty is not None:
             raise DataError(
-                f"{self.where(row, column)} ({key}): an empty cell; every row needs one"
+                f"{self.where(empty, column)} ({key}): an empty cell; every row needs one"
             )
+        codes, names = pd.factorize(cells)
         return codes, [str(name) for name in names]
 
     def times(self, column: str, key: str) -> np.ndarray:
