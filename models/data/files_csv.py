@@ -23,9 +23,8 @@ from models.data.naive import SPLITS, BaselineSums, naive_forecasts
 from models.data.table import Table, read_table
 from models.errors import DataError
 
-Parts = tuple[
-    np.ndarray, np.ndarray, np.ndarray
-]  # one series' (train, val, test) rows, in time order
+# one series' (train, val, test) rows, each in time order
+Parts = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def load_csv(cfg: CsvData) -> TaskData:

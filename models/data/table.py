@@ -61,8 +61,9 @@ class Table:
         """(R,) float64 values of `column`; a missing, non-numeric or infinite cell is an error
         naming its place and `key`, the setting that asked for the column."""
         cells = self.columns[column]
-        values = cells.astype(np.float64) if cells.dtype.kind in _NUMERIC else None
-        if values is None:
+        try:
+            values = cells.astype(np.float64)  # numpy parses numeric strings in one pass
+        except (TypeError, ValueError):  # some cell is not a number: find which, cell by cell
             values = np.array([_number(c) for c in cells], dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
