@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from models.data import Batch, DataInfo, SequenceDataModule, Split, TaskData, load_task
     from models.module import SequenceModule
     from models.network import SequenceNet
-    from models.training import TrainResult, evaluate, train
+    from models.training import EpochCallback, TrainResult, evaluate, train
 
 _LAZY = {
     "SequenceNet": "models.network",
@@ -39,6 +39,7 @@ _LAZY = {
     "train": "models.training",
     "evaluate": "models.training",
     "TrainResult": "models.training",
+    "EpochCallback": "models.training",
     "Batch": "models.data",
     "DataInfo": "models.data",
     "Split": "models.data",
@@ -57,8 +58,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "METRICS", "METRIC_MODES", "SOURCES", "AddingData", "Batch", "CopyData", "CsvData", "DataConfig",
-    "DataError", "DataInfo", "DivergenceError", "NpzData", "SequenceDataModule", "SequenceModule",
-    "SequenceNet", "Settings", "SineData", "Split", "TaggedData", "TaskData", "TextData",
-    "TrainResult", "default_monitor", "evaluate", "load_task", "train",
+    "METRICS", "METRIC_MODES", "SOURCES", "AddingData", "Batch", "CopyData", "CsvData",
+    "DataConfig", "DataError", "DataInfo", "DivergenceError", "EpochCallback", "NpzData",
+    "SequenceDataModule", "SequenceModule", "SequenceNet", "Settings", "SineData", "Split",
+    "TaggedData", "TaskData", "TextData", "TrainResult", "default_monitor", "evaluate",
+    "load_task", "train",
 ]  # fmt: skip

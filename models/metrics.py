@@ -149,3 +149,9 @@ def ratio(sums: Mapping[str, Any], num: str, den: str) -> float:
     if den not in sums or float(sums[den]) == 0:
         return math.nan
     return float(sums[num]) / float(sums[den])
+
+
+def accumulate(sums: dict[str, Any], **values: Any) -> None:
+    """Add `values` into the running `sums` (tensors stay on their device: no host sync)."""
+    for key, value in values.items():
+        sums[key] = sums[key] + value if key in sums else value

@@ -55,6 +55,42 @@ def step_mask(lengths: Tensor, steps: int) -> Tensor:
     return torch.arange(steps, device=lengths.device) < lengths[:, None]
 
 
+def _check(settings: Settings, info: DataInfo) -> None:
+    """Settings this network cannot honour for this task: a ValueError saying why."""
+    if settings.cell not in CELLS:
+        raise ValueError(f"unknown cell {settings.cell!r}; valid cells: {', '.join(CELLS)}")
+    if settings.bidirectional and info.task == "language_model":
+        raise ValueError("bidirectional=True cannot predict the next token; use False")
+    if settings.bidirectional and settings.truncation is not None:
+        raise ValueError(
+            f"bidirectional=True needs the whole sequence, so truncation must be None "
+            f"(got {settings.truncation})"
+        )
+    if settings.pooling not in ("last", "mean", "max"):
+        raise ValueError(f"unknown pooling {settings.pooling!r}; valid: last, mean, max")
+    if (info.vocab_size is None) == (info.input_size is None):
+        raise ValueError(
+            f"exactly one of info.vocab_size ({info.vocab_size}) and info.input_size "
+            f"({info.input_size}) must be set"
+        )
+
+
+def _recurrent_layer(settings: Settings, input_size: int) -> nn.RNNBase:
+    """`settings.cell` as a batch-first torch layer."""
+    kwargs: dict = dict(
+        input_size=input_size,
+        hidden_size=settings.hidden_size,
+        num_layers=settings.num_layers,
+        batch_first=True,
+        bidirectional=settings.bidirectional,
+    )
+    if settings.num_layers > 1:  # torch warns about dropout with a single layer
+        kwargs["dropout"] = settings.dropout
+    if settings.cell == "rnn":
+        kwargs["nonlinearity"] = settings.nonlinearity
+    return CELLS[settings.cell](**kwargs)
+
+
 class SequenceNet(nn.Module):
     """A recurrent network with the head of `info.task`.
 
@@ -64,22 +100,7 @@ class SequenceNet(nn.Module):
 
     def __init__(self, settings: Settings, info: DataInfo) -> None:
         super().__init__()
-        if settings.cell not in CELLS:
-            raise ValueError(f"unknown cell {settings.cell!r}; valid cells: {', '.join(CELLS)}")
-        if settings.bidirectional and info.task == "language_model":
-            raise ValueError("bidirectional=True cannot predict the next token; use False")
-        if settings.bidirectional and settings.truncation is not None:
-            raise ValueError(
-                f"bidirectional=True needs the whole sequence, so truncation must be None "
-                f"(got {settings.truncation})"
-            )
-        if settings.pooling not in ("last", "mean", "max"):
-            raise ValueError(f"unknown pooling {settings.pooling!r}; valid: last, mean, max")
-        if (info.vocab_size is None) == (info.input_size is None):
-            raise ValueError(
-                f"exactly one of info.vocab_size ({info.vocab_size}) and info.input_size "
-                f"({info.input_size}) must be set"
-            )
+        _check(settings, info)
         self.task = info.task
         self.pooling = settings.pooling
         self.nonnegative = settings.nonnegative and info.task == "regression"
@@ -87,27 +108,14 @@ class SequenceNet(nn.Module):
         self.layers = settings.num_layers
         self.hidden_size = settings.hidden_size
 
+        # the order of construction fixes which random numbers each layer starts from: keep it
+        self.embedding: nn.Embedding | None = None
+        rnn_input = info.input_size
         if info.vocab_size is not None:
-            self.embedding: nn.Embedding | None = nn.Embedding(
-                info.vocab_size, settings.embedding_dim
-            )
+            self.embedding = nn.Embedding(info.vocab_size, settings.embedding_dim)
             rnn_input = settings.embedding_dim
-        else:
-            self.embedding = None
-            rnn_input = info.input_size  # type: ignore[assignment]
         self.input_dropout = nn.Dropout(settings.input_dropout)
-        kwargs: dict = dict(
-            input_size=rnn_input,
-            hidden_size=settings.hidden_size,
-            num_layers=settings.num_layers,
-            batch_first=True,
-            bidirectional=settings.bidirectional,
-        )
-        if settings.num_layers > 1:  # torch warns about dropout with a single layer
-            kwargs["dropout"] = settings.dropout
-        if settings.cell == "rnn":
-            kwargs["nonlinearity"] = settings.nonlinearity
-        self.rnn = CELLS[settings.cell](**kwargs)
+        self.rnn = _recurrent_layer(settings, rnn_input)  # type: ignore[arg-type]
         if isinstance(self.rnn, nn.LSTM):
             self._open_forget_gates()
         features = settings.hidden_size * self.directions

@@ -1,10 +1,29 @@
-"""One training run: `train(settings, data)` fits a model and returns its best validation value.
+"""One training run: `train(settings, data)` fits a model and returns its `TrainResult`.
 
     from models import AddingData, Settings, load_task, train
     result = train(Settings(cell="gru", max_epochs=5), load_task(AddingData(seq_len=50)))
-    print(result.best_value, result.history[-1])
+    print(result.best_value, result.best_epoch, result.history[-1])
 
 `evaluate(result.module, data, "test")` computes the same metrics on another split.
+
+The record of a run is the `TrainResult`: the monitored metric's best value and epoch, the
+parameter count, the last validation's gradient-flow profile, and `history`, one row per epoch:
+
+    epoch                   0, 1, ...
+    train_loss              mean training loss of the epoch
+    val_<metric>            the task's validation metrics (`models.metrics.val_metric_names`)
+    best_val_<metric>       the best value of each of them so far, in its direction
+    lr                      the learning rate the epoch trained with
+    grad_norm_mean, grad_norm_max   the global gradient norm per optimizer step, before clipping
+    grad_flow               log10 of |dL/dx_t| at the first step over the last (models.diagnostics)
+
+Following a run while it trains: pass `EpochCallback`s among `callbacks`. train() calls each one's
+`on_start(result)` before the first epoch and `on_epoch(result)` after each epoch's validation,
+with the same `TrainResult` it will return, filled in up to that epoch. A callback that raises
+stops training, and its exception leaves train() unchanged (the tuner's pruning raises
+`optuna.TrialPruned` this way). A callback that keeps `result` still holds every finished epoch
+if training fails later. Lightning callbacks may be passed too; they see `module.history[-1]` in
+`on_train_epoch_end`.
 """
 
 from __future__ import annotations
@@ -13,7 +32,7 @@ import logging
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytorch_lightning as pl
@@ -26,12 +45,14 @@ from models.data.datamodule import SequenceDataModule
 from models.metrics import (
     METRIC_MODES,
     Mode,
+    accumulate,
     baseline_names,
     default_monitor,
     val_metric_names,
 )
 from models.module import SequenceModule
-from models.network import state_batch_size
+from models.stopping import Best
+from models.tbptt import carried
 
 # Lightning's per-Trainer banners ("GPU available: ...", tips) go through these loggers at INFO.
 _NOISY_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.seed")
@@ -39,14 +60,52 @@ _NOISY_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.uti
 
 @dataclass
 class TrainResult:
-    best_value: float  # the best validation value of `monitor` over the epochs, not the last
-    monitor: str
-    mode: Mode
-    epochs: int  # epochs trained (early stopping may end before max_epochs)
-    history: list[dict[str, float]]  # one row of metrics per epoch
-    n_params: int
-    module: SequenceModule
+    """What one run produced; `EpochCallback`s see it filled in epoch by epoch."""
+
+    monitor: str  # the metric early stopping and `best_value` follow
+    mode: Mode  # its direction: "min" or "max"
+    n_params: int  # every parameter of the network
+    module: SequenceModule  # trained: the last epoch's weights
     trainer: pl.Trainer
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    grad_flow_profile: list[float] = field(default_factory=list)  # mean |dL/dx_t| by step t
+    best_value: float = math.nan  # the best value of `monitor` over the epochs, not the last
+    best_epoch: int | None = None  # the epoch that reached it
+
+    @property
+    def epochs(self) -> int:
+        """Epochs trained (early stopping may end before max_epochs)."""
+        return len(self.history)
+
+
+class EpochCallback:
+    """Follows a train() run through its `TrainResult`: subclass, override, pass in `callbacks`."""
+
+    def on_start(self, result: TrainResult) -> None:
+        """Before the first epoch: `n_params`, `module` and `trainer` are set, `history` empty."""
+
+    def on_epoch(self, result: TrainResult) -> None:
+        """After each epoch: `result.history[-1]` is its row, the best value and the profile are
+        up to date. Raising stops training; the exception leaves train() as it is."""
+
+
+class _EpochFeed(pl.Callback):
+    """Fills in the TrainResult as each epoch closes and tells the EpochCallbacks."""
+
+    def __init__(self, listeners: list[EpochCallback], best: Best) -> None:
+        self.listeners, self.best = listeners, best
+        self.result: TrainResult | None = None  # set once the Trainer exists
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        pl_module.close_epoch()  # a no-op when validation already closed it
+        result = self.result
+        assert result is not None
+        row = result.history[-1]
+        if self.best.update(row.get(result.monitor, math.nan), int(row["epoch"])):
+            result.best_value, result.best_epoch = self.best.value, self.best.epoch
+        result.grad_flow_profile = pl_module.grad_flow_profile  # a new list each validation
+        for listener in self.listeners:
+            listener.on_epoch(result)
 
 
 def train(
@@ -54,7 +113,7 @@ def train(
     data: TaskData,
     *,
     monitor: str | None = None,
-    callbacks: Sequence[pl.Callback] = (),
+    callbacks: Sequence[pl.Callback | EpochCallback] = (),
     enable_progress_bar: bool = False,
     trainer_kwargs: dict[str, Any] | None = None,
 ) -> TrainResult:
@@ -65,14 +124,37 @@ def train(
         logging.getLogger(name).setLevel(logging.WARNING)
     pl.seed_everything(settings.seed, workers=False, verbose=False)
     monitor, mode = _monitor(monitor, data)
-
     datamodule = SequenceDataModule(data, settings.batch_size, settings.seed)
     module = SequenceModule(settings.to_dict(), asdict(data.info), monitor)
+    listeners = [c for c in callbacks if isinstance(c, EpochCallback)]
+    feed = _EpochFeed(listeners, Best(mode))
+    lightning = [feed, *(c for c in callbacks if not isinstance(c, EpochCallback))]
+    trainer = pl.Trainer(
+        **_trainer_options(settings, lightning, enable_progress_bar, trainer_kwargs)
+    )
+    n_params = sum(p.numel() for p in module.parameters())
+    result = TrainResult(monitor, mode, n_params, module, trainer, module.history)
+    feed.result = result
+    for listener in listeners:
+        listener.on_start(result)
+    with warnings.catch_warnings():
+        # torch 2.13 deprecates a pytree class that Lightning 2.6 still checks for
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        trainer.fit(module, datamodule=datamodule)
+    return result
+
+
+def _trainer_options(
+    settings: Settings,
+    callbacks: list[pl.Callback],
+    enable_progress_bar: bool,
+    trainer_kwargs: dict[str, Any] | None,
+) -> dict[str, Any]:
     options: dict[str, Any] = {
         "accelerator": "auto",
         "devices": 1,
         "max_epochs": settings.max_epochs,
-        "callbacks": list(callbacks),
+        "callbacks": callbacks,
         "enable_progress_bar": enable_progress_bar,
         **(trainer_kwargs or {}),
     }
@@ -81,29 +163,15 @@ def train(
     # unless a logger, a progress bar or a callback that reads logged metrics is asked for.
     reads_logged = any(isinstance(c, (EarlyStopping, ModelCheckpoint)) for c in callbacks)
     if options.get("logger") or options["enable_progress_bar"] or reads_logged:
-        options = {
+        return {
             "logger": False,
             "enable_checkpointing": False,
             "enable_model_summary": False,
             "num_sanity_val_steps": 0,
             **options,
         }
-    else:
-        options = {
-            "barebones": True,
-            **{k: v for k, v in options.items() if k not in ("logger", "enable_progress_bar")},
-        }
-    trainer = pl.Trainer(**options)
-    with warnings.catch_warnings():
-        # torch 2.13 deprecates a pytree class that Lightning 2.6 still checks for
-        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-        trainer.fit(module, datamodule=datamodule)
-
-    values = [row[monitor] for row in module.history if not math.isnan(row.get(monitor, math.nan))]
-    best = (max if mode == "max" else min)(values, default=math.nan)
-    n_params = sum(p.numel() for p in module.parameters())
-    history = module.history
-    return TrainResult(best, monitor, mode, len(history), history, n_params, module, trainer)
+    dropped = ("logger", "enable_progress_bar")
+    return {"barebones": True, **{k: v for k, v in options.items() if k not in dropped}}
 
 
 def _monitor(monitor: str | None, data: TaskData) -> tuple[str, Mode]:
@@ -134,16 +202,13 @@ def evaluate(module: SequenceModule, data: TaskData, split: str = "test") -> dic
     state = None
     try:
         for inputs, targets, lengths in loader:
-            if state is not None and state_batch_size(state) != targets.shape[0]:
-                state = None
             batch = Batch(
                 inputs.to(module.device),
                 targets.to(module.device),
                 None if lengths is None else lengths.to(module.device),
             )
-            batch_sums, state = module.evaluate_batch(batch, state)
-            for key, value in batch_sums.items():
-                sums[key] = sums[key] + value if key in sums else value
+            batch_sums, state = module.evaluate_batch(batch, carried(state, targets.shape[0]))
+            accumulate(sums, **batch_sums)
     finally:
         module.train(was_training)
     return module.metrics(sums, f"{split}_")

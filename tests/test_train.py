@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
 
-from models import AddingData, Settings, TrainResult, evaluate, load_task, train
+from models import AddingData, EpochCallback, Settings, TrainResult, evaluate, load_task, train
 from models.data.base import DataInfo, Split, TaskData
 
 TINY = Settings(hidden_size=16, batch_size=32, lr=2e-2, max_epochs=3, patience=None)
@@ -85,6 +85,53 @@ def test_callbacks_see_the_epochs_row_in_on_train_epoch_end(adding):
     train(TINY, adding, callbacks=[seen])
     assert [epoch for epoch, _ in seen.rows] == [0, 1, 2]
     assert all(row["epoch"] == epoch and math.isfinite(row["val_mse"]) for epoch, row in seen.rows)
+
+
+class _Watch(EpochCallback):
+    """Notes what the TrainResult held at each call, and raises `stop_at` at that epoch."""
+
+    def __init__(self, stop_at=None):
+        self.stop_at, self.result, self.seen = stop_at, None, []
+
+    def on_start(self, result):
+        self.result = result
+        self.seen.append(("start", result.n_params, len(result.history)))
+
+    def on_epoch(self, result):
+        row = result.history[-1]
+        self.seen.append((row["epoch"], len(result.history), result.best_value, result.best_epoch))
+        assert len(result.grad_flow_profile) in (0, 10)  # empty only without validation
+        if row["epoch"] == self.stop_at:
+            raise KeyError("stop here")
+
+
+def test_epoch_callbacks_follow_the_result_that_train_returns(adding):
+    watch = _Watch()
+    result = train(Settings(**{**TINY.to_dict(), "max_epochs": 4}), adding, callbacks=[watch])
+    assert watch.result is result
+    assert watch.seen[0] == ("start", result.n_params, 0)
+    values = [row["val_mse"] for row in result.history]
+    for epoch, (seen_epoch, rows, best, best_epoch) in enumerate(watch.seen[1:]):
+        assert (seen_epoch, rows) == (epoch, epoch + 1)
+        assert best == min(values[: epoch + 1]) == values[best_epoch]
+    assert result.best_epoch == values.index(result.best_value)
+    assert len(result.grad_flow_profile) == adding.info.max_len
+
+
+def test_an_epoch_callback_that_raises_stops_training_and_keeps_the_epochs_before(adding):
+    watch = _Watch(stop_at=1)
+    with pytest.raises(KeyError, match="stop here"):
+        train(Settings(**{**TINY.to_dict(), "max_epochs": 5}), adding, callbacks=[watch])
+    assert [row["epoch"] for row in watch.result.history] == [0, 1]
+    assert watch.result.best_value == min(row["val_mse"] for row in watch.result.history)
+
+
+def test_an_epoch_without_validation_still_reaches_the_epoch_callbacks(adding):
+    watch = _Watch()
+    result = train(TINY, adding, callbacks=[watch], trainer_kwargs={"limit_val_batches": 0})
+    assert [s[0] for s in watch.seen[1:]] == [0, 1, 2]
+    assert all(math.isfinite(row["train_loss"]) and "val_mse" not in row for row in result.history)
+    assert math.isnan(result.best_value) and result.best_epoch is None
 
 
 def test_same_seed_same_history(adding):

@@ -11,9 +11,8 @@ from dataclasses import asdict
 from typing import Any
 
 import optuna
-import pytorch_lightning as pl
 
-from models import train
+from models import EpochCallback, TrainResult, train
 from models.data import task_data
 from tuner.config import StudyConfig
 from tuner.space import suggest
@@ -29,7 +28,7 @@ class TrialFailed(Exception):
     """The trial was stopped by a signal; carries the reason to Optuna."""
 
 
-class PruningCallback(pl.Callback):
+class PruningCallback(EpochCallback):
     """Reports the monitored validation metric to the trial each epoch; stops pruned trials."""
 
     def __init__(self, trial: optuna.Trial, monitor: str, first_prunable_epoch: int = 0) -> None:
@@ -37,8 +36,8 @@ class PruningCallback(pl.Callback):
         # Asking the pruner reads every trial of the study: skip it while it cannot say yes.
         self.first_prunable_epoch = first_prunable_epoch
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        row = pl_module.history[-1]  # written after this epoch's validation
+    def on_epoch(self, result: TrainResult) -> None:
+        row = result.history[-1]
         if self.monitor not in row:
             raise MetricNotLoggedError(
                 f"metric {self.monitor!r} is never logged; logged: {', '.join(sorted(row))}"
@@ -51,21 +50,32 @@ class PruningCallback(pl.Callback):
             )
 
 
-class EpochRecorder(pl.Callback):
-    """Keeps each epoch's metrics with a timestamp, the parameter count and the last epoch's
-    gradient norm per time step (already measured by the module), even if training fails."""
+class EpochRecorder(EpochCallback):
+    """Keeps the trial's `TrainResult` as training fills it in, and when each epoch ended: what
+    its MLflow run records, also when training fails midway and train() returns nothing."""
 
     def __init__(self) -> None:
-        self.history: list[dict[str, float]] = []
-        self.n_params = 0
-        self.grad_profile: list[float] = []
+        self.result: TrainResult | None = None
+        self.ended_ms: list[float] = []
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        self.n_params = sum(p.numel() for p in pl_module.parameters())
+    def on_start(self, result: TrainResult) -> None:
+        self.result = result
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        self.history.append({**pl_module.history[-1], "time_ms": time.time() * 1000})
-        self.grad_profile = pl_module.grad_flow_profile  # a new list each validation: no copy
+    def on_epoch(self, result: TrainResult) -> None:
+        self.ended_ms.append(time.time() * 1000)
+
+    def history(self) -> list[dict[str, float]]:
+        """Each finished epoch's row, with its end as `time_ms` (the MLflow timestamp)."""
+        rows = [] if self.result is None else self.result.history
+        return [{**row, "time_ms": t} for row, t in zip(rows, self.ended_ms, strict=False)]
+
+    def summary(self, seconds: float) -> dict[str, float]:
+        n_params = 0 if self.result is None else self.result.n_params
+        return {"wall_time_s": seconds, "n_params": n_params, "epochs": len(self.ended_ms)}
+
+    def profiles(self) -> dict[str, list[float]]:
+        profile = [] if self.result is None else self.result.grad_flow_profile
+        return {"grad_norm_by_step": profile}
 
 
 class Objective:
@@ -91,31 +101,24 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         settings, _ = suggest(trial, self.cfg)
-        params = {
-            **settings.to_dict(),
-            **{f"task.{k}": v for k, v in asdict(self.cfg.task).items()},
-        }
+        task = {f"task.{k}": v for k, v in asdict(self.cfg.task).items()}
+        params = {**settings.to_dict(), **task}
         run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
         if run_id:  # lets any worker close this run if ours dies mid-trial
             trial.set_user_attr("mlflow_run_id", run_id)
         recorder = EpochRecorder()
-        callbacks: list[pl.Callback] = [recorder]
-        if self.prunes:
-            callbacks.append(PruningCallback(trial, self.monitor, first_prunable_epoch(self.cfg)))
-        state, reason, started = "FAIL", None, time.perf_counter()
+        state, reason, values, started = "FAIL", None, [], time.perf_counter()
         try:
             with self.interrupts.armed():
-                train(
+                result = train(
                     settings,
                     task_data(self.cfg.task),
                     monitor=self.monitor,
-                    callbacks=callbacks,
+                    callbacks=self._callbacks(trial, recorder),
                     trainer_kwargs=self.trainer_kwargs,
                 )
-            values = [
-                self._best(recorder, m, d)
-                for m, d in zip(self.metrics, self.cfg.directions, strict=True)
-            ]
+            directions = zip(self.metrics, self.cfg.directions, strict=True)
+            values = [_best(result, m, d) for m, d in directions]
             state = "COMPLETE"
             return values[0] if len(values) == 1 else values
         except optuna.TrialPruned:
@@ -128,29 +131,28 @@ class Objective:
                 raise TrialFailed(reason) from e  # Optuna records an Exception as FAIL
             raise
         finally:
-            summary = {
-                "wall_time_s": time.perf_counter() - started,
-                "n_params": recorder.n_params,
-                "epochs": len(recorder.history),
-            }
+            summary = recorder.summary(time.perf_counter() - started)
             if state == "COMPLETE":
-                summary.update(
-                    {f"objective_{m}": v for m, v in zip(self.metrics, values, strict=True)}
-                )
-            profiles = {"grad_norm_by_step": recorder.grad_profile}
+                summary |= {f"objective_{m}": v for m, v in zip(self.metrics, values, strict=True)}
             if run_id is None:  # the tracking server was away when the trial began: try again
                 run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
-            self.tracker.finish_trial(run_id, state, recorder.history, summary, reason, profiles)
+            history, profiles = recorder.history(), recorder.profiles()
+            self.tracker.finish_trial(run_id, state, history, summary, reason, profiles)
 
-    @staticmethod
-    def _best(recorder: EpochRecorder, metric: str, direction: str) -> float:
-        """The best validation value reached during training, not the last epoch's."""
-        if metric == "n_params":
-            return float(recorder.n_params)
-        values = [row[metric] for row in recorder.history if metric in row]
-        if not values:
-            raise MetricNotLoggedError(f"metric {metric!r} was never logged")
-        return max(values) if direction == "maximize" else min(values)
+    def _callbacks(self, trial: optuna.Trial, recorder: EpochRecorder) -> list[EpochCallback]:
+        if not self.prunes:
+            return [recorder]
+        return [recorder, PruningCallback(trial, self.monitor, first_prunable_epoch(self.cfg))]
+
+
+def _best(result: TrainResult, metric: str, direction: str) -> float:
+    """The best validation value reached during training, not the last epoch's."""
+    if metric == "n_params":
+        return float(result.n_params)
+    values = [row[metric] for row in result.history if metric in row]
+    if not values:
+        raise MetricNotLoggedError(f"metric {metric!r} was never logged")
+    return max(values) if direction == "maximize" else min(values)
 
 
 def _device(worker_index: int | None) -> dict[str, Any]:

@@ -32,11 +32,18 @@ from typing import Any
 
 import numpy as np
 import optuna
-import pytorch_lightning as pl
 import torch
 
 import models
-from models import METRIC_MODES, SequenceModule, TaskData, evaluate, train
+from models import (
+    METRIC_MODES,
+    EpochCallback,
+    SequenceModule,
+    TaskData,
+    TrainResult,
+    evaluate,
+    train,
+)
 from models.config import Settings
 from models.data import task_data
 from tuner.config import StudyConfig, load_study_file
@@ -131,64 +138,57 @@ def retrain(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent_id: 
     run_id = tracker.start_retrain(parent_id, params, tags)
     try:
         with tempfile.TemporaryDirectory(prefix="rnn-tuner-retrain-") as tmp:
-            module, history, value = _fit(settings, data, metric, Path(tmp) / "checkpoint")
-            test = evaluate(module, data, "test")  # the one look at the test split
-            summary = {
-                **test,
-                f"study_{metric}": trial.values[index],
-                "n_params": sum(p.numel() for p in module.parameters()),
-            }
-            tracker.log_metrics(run_id, history, summary)
+            result = _fit(settings, data, metric, Path(tmp) / "checkpoint")
+            test = evaluate(result.module, data, "test")  # the one look at the test split
+            summary = {**test, f"study_{metric}": trial.values[index], "n_params": result.n_params}
+            tracker.log_metrics(run_id, result.history, summary)
             tracker.log_artifacts(run_id, str(Path(tmp) / "checkpoint"), "checkpoint")
-            net = module.net.cpu().eval()
-            example = _input_example(data)
-            with torch.no_grad():
-                output = net(torch.as_tensor(example)).numpy()
-            model_uri, version = tracker.log_model(
-                run_id,
-                net,
-                example,
-                output,
-                name,
-                code_paths=[str(Path(models.__file__).parent)],  # loads without this project
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-            )
+            model_uri, version = _log_model(tracker, run_id, result.module, data, name)
         tracker.set_tags(run_id, {"rnn_tuner.model": f"{name}/{version}"})
         tracker.end_run(run_id)
     except BaseException:
         tracker.end_run(run_id, "FAILED")
         raise
+    seconds = time.perf_counter() - started
     return Retrained(
-        study.study_name,
-        trial.number,
-        metric,
-        trial.values[index],
-        value,
-        test,
-        len(history),
-        time.perf_counter() - started,
-        name,
-        version,
-        model_uri,
-        run_id,
-    )
+        study.study_name, trial.number, metric, trial.values[index], result.best_value, test,
+        result.epochs, seconds, name, version, model_uri, run_id,
+    )  # fmt: skip
 
 
-def _fit(
-    settings: Settings, data: TaskData, metric: str, checkpoint_dir: Path
-) -> tuple[SequenceModule, list[dict[str, float]], float]:
-    """Train as the trial did; returns the module with its best validation epoch's weights,
-    the history and the best value, and leaves that state as `checkpoint_dir/model.ckpt`."""
+def _fit(settings: Settings, data: TaskData, metric: str, checkpoint_dir: Path) -> TrainResult:
+    """Train as the trial did; the result's module holds its best validation epoch's weights,
+    which are also left as `checkpoint_dir/model.ckpt`."""
     keep = BestWeights(metric, METRIC_MODES[metric])
     result = train(settings, data, monitor=metric, callbacks=[keep])
     if keep.state is not None:  # else never a finite value: keep the last epoch
         result.module.load_state_dict(keep.state)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     result.trainer.save_checkpoint(checkpoint_dir / "model.ckpt", weights_only=False)
-    return result.module, result.history, result.best_value
+    return result
 
 
-class BestWeights(pl.Callback):
+def _log_model(
+    tracker: Tracker, run_id: str, module: SequenceModule, data: TaskData, name: str
+) -> tuple[str, str]:
+    """The plain network as an MLflow model with an input example, registered as `name`;
+    returns its URI and version."""
+    net = module.net.cpu().eval()
+    example = _input_example(data)
+    with torch.no_grad():
+        output = net(torch.as_tensor(example)).numpy()
+    return tracker.log_model(
+        run_id,
+        net,
+        example,
+        output,
+        name,
+        code_paths=[str(Path(models.__file__).parent)],  # loads without this project
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+    )
+
+
+class BestWeights(EpochCallback):
     """Keeps (in memory) the weights of the best validation epoch so far: the study valued a
     trial by its best epoch, so that is the model to test."""
 
@@ -197,13 +197,14 @@ class BestWeights(pl.Callback):
         self.best = math.nan
         self.state: dict[str, torch.Tensor] | None = None
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        value = pl_module.history[-1].get(self.metric, math.nan)  # after this epoch's validation
+    def on_epoch(self, result: TrainResult) -> None:
+        value = result.history[-1].get(self.metric, math.nan)
         if not math.isfinite(value):
             return
         if self.state is None or (value > self.best if self.mode == "max" else value < self.best):
             self.best = value
-            self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+            state = result.module.state_dict()
+            self.state = {k: v.detach().clone() for k, v in state.items()}
 
 
 def _input_example(data: TaskData) -> Any:
