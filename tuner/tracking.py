@@ -39,10 +39,7 @@ class Tracker:
         try:
             self.experiment_id = self._experiment(experiment)
         except (MlflowException, OSError) as e:
-            raise TrackingError(
-                f"cannot use the MLflow tracking store at {redact(tracking_uri)}: {e}. "
-                "Start the server or fix MLFLOW_TRACKING_URI / tracking.uri."
-            ) from e
+            raise TrackingError(_start_error(tracking_uri, e)) from e
 
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -61,11 +58,14 @@ class Tracker:
     # ------------------------------------------------------------------ the study's parent run
 
     def create_parent(self, study_name: str, tags: Mapping[str, str]) -> str:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=study_name,
-            tags={"rnn_tuner.role": "study", "rnn_tuner.study": study_name, **tags},
-        )
+        try:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=study_name,
+                tags={"rnn_tuner.role": "study", "rnn_tuner.study": study_name, **tags},
+            )
+        except MlflowException as e:  # e.g. an account that may read the experiment, not write
+            raise TrackingError(_start_error(self.uri, e)) from e
         return run.info.run_id
 
     def has_run(self, run_id: str) -> bool:
@@ -270,6 +270,29 @@ class Tracker:
                 redact(str(e)),
             )
             return None
+
+
+def _start_error(tracking_uri: str, e: Exception) -> str:
+    """What to fix when the tracking store refused a study at its start. A server with logins
+    answers 401 to a missing or wrong password and 403 to an account without write access."""
+    where = redact(tracking_uri)
+    status = e.get_http_status_code() if isinstance(e, MlflowException) else None
+    if status == 401:
+        return (
+            f"the MLflow tracking server at {where} refused the login (HTTP 401): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on it "
+            "(docs/team.md, Accounts)"
+        )
+    if status == 403:
+        return (
+            f"the MLflow tracking server at {where} lets the account in MLFLOW_TRACKING_USERNAME "
+            "read but not record runs (HTTP 403): ask its admin to give the account the team's "
+            "role (docs/team.md, Accounts)"
+        )
+    return (
+        f"cannot use the MLflow tracking store at {where}: {e}. "
+        "Start the server or fix MLFLOW_TRACKING_URI / tracking.uri."
+    )
 
 
 @dataclass(frozen=True)
