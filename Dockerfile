@@ -1,6 +1,6 @@
 # rnn-tuner images, one stage per docker-compose.yml service (see docs/team.md):
 #   worker (the default, last stage)  rnn-tuner itself: `rnn-tuner run studies/quickstart.yaml`
-#   mlflow                            the MLflow tracking server, with PostgreSQL support
+#   mlflow                            the MLflow tracking server, with logins and PostgreSQL support
 #   dashboard                         optuna-dashboard, with PostgreSQL support
 #
 #   docker compose build                                   # all three, as compose uses them
@@ -23,8 +23,9 @@ WORKDIR /app
 
 
 FROM base AS mlflow
+# [auth]: the basic-auth app (`mlflow server --app-name basic-auth`) the stack runs;
 # psycopg: the driver behind postgresql:// and postgresql+psycopg:// backend store URLs
-RUN pip install mlflow==3.17.2 "psycopg[binary]==3.3.9"
+RUN pip install "mlflow[auth]==3.17.2" "psycopg[binary]==3.3.9"
 USER 10001
 EXPOSE 5000
 CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000", "--workers", "1"]

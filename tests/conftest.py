@@ -50,17 +50,19 @@ def write_study(path: Path, study: dict) -> Path:
     return path
 
 
-@pytest.fixture
-def postgres_databases():
-    """A factory of fresh PostgreSQL databases, all dropped after the test; skipped without a
-    server unless RNN_TUNER_REQUIRE_POSTGRES is set (CI), where a missing server fails the test."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    base = os.environ.get(
+def postgres_base_url() -> str:
+    """The test server's URL, as a superuser, on its maintenance database."""
+    return os.environ.get(
         "RNN_TUNER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
+
+
+def postgres_admin():  # noqa: ANN201 - sqlalchemy.Engine, imported lazily
+    """An AUTOCOMMIT engine on the test server as a superuser; skips the test without a server
+    unless RNN_TUNER_REQUIRE_POSTGRES is set (CI), where a missing server fails the test."""
+    import sqlalchemy as sa
+
+    base = postgres_base_url()
     admin = sa.create_engine(
         base, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
     )
@@ -71,6 +73,18 @@ def postgres_databases():
         if os.environ.get("RNN_TUNER_REQUIRE_POSTGRES"):
             pytest.fail(f"PostgreSQL is required here but unreachable at {base}: {e}")
         pytest.skip(f"no PostgreSQL at {base} (set RNN_TUNER_TEST_POSTGRES_URL): {e}")
+    return admin
+
+
+@pytest.fixture
+def postgres_databases():
+    """A factory of fresh PostgreSQL databases, all dropped after the test."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    admin = postgres_admin()
+    base = admin.url.render_as_string(hide_password=False)
     names: list[str] = []
 
     def create() -> str:

@@ -8,6 +8,7 @@ PostgreSQL. What is left untested is only Docker itself: images, networks and vo
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -25,7 +26,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from tests.conftest import ROOT, tiny_study, write_study
+from tests.conftest import ROOT, postgres_admin, postgres_base_url, tiny_study, write_study
 from tests.servers import (
     ServerError,
     executable,
@@ -37,6 +38,7 @@ from tests.servers import (
 )
 
 COMPOSE = ROOT / "docker-compose.yml"
+REMOTE_WORKERS = ROOT / "docker-compose.remote-workers.yml"  # opt-in: PostgreSQL published
 DOCKERFILE = ROOT / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -175,7 +177,7 @@ def _stages() -> dict[str, str]:
 
 def test_compose_file_validates_against_the_compose_spec(tmp_path: Path):
     check = [executable("check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
-    result = subprocess.run([*check, str(COMPOSE)], capture_output=True, text=True)
+    result = subprocess.run([*check, str(COMPOSE), str(REMOTE_WORKERS)], capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
 
     broken = COMPOSE.read_text().replace("service_healthy", "service_healty", 1)
@@ -223,8 +225,10 @@ def test_worker_runs_the_study_with_the_variables_the_cli_reads():
 
 def test_credentials_come_only_from_env_file():
     text = COMPOSE.read_text()
-    secret = env_example()["POSTGRES_PASSWORD"]
-    assert secret not in text
+    secrets = {k: v for k, v in env_example().items() if re.search("PASSWORD|SECRET", k)}
+    assert len(secrets) == 4  # PostgreSQL's superuser and role, MLflow's admin, the Flask key
+    for key, secret in secrets.items():
+        assert secret not in text, key
     for user_password in re.findall(r"://[^:/@\s]+:([^@\s]+)@", text):
         assert user_password.startswith("${POSTGRES_PASSWORD"), user_password
     for name, service in raw_compose()["services"].items():
@@ -235,6 +239,43 @@ def test_credentials_come_only_from_env_file():
     assert "${POSTGRES_PASSWORD:?" in text
     with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
         resolve(raw_compose(), {k: v for k, v in env_example().items() if k != "POSTGRES_PASSWORD"})
+
+
+def test_only_mlflow_is_published_and_it_asks_for_a_login():
+    services = compose()["services"]
+    postgres = services["postgres"]
+    assert "ports" not in postgres  # the stack's services only; opt-in below
+    assert service_env(postgres)["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
+    assert services["dashboard"]["ports"] == ["127.0.0.1:8080:8080"]  # no login, deletes studies
+    assert services["mlflow"]["ports"] == [f"{env_example()['BIND_ADDRESS']}:5000:5000"]
+    published = {n for n, s in services.items() if s.get("ports")}
+    assert published == {"mlflow", "dashboard"}
+
+    # The superuser logs in from db-init only; everything else is the application role.
+    superuser = service_env(postgres)["POSTGRES_USER"]
+    role = env_example()["POSTGRES_USER"]
+    assert role != superuser
+    assert service_env(services["db-init"])["PGUSER"] == superuser
+    logins = re.findall(r"postgresql\+psycopg://([^:@/]+):", str(compose()))
+    assert len(logins) >= 4 and set(logins) == {role}  # the study db, MLflow's, MLflow's auth
+    superuser_password = env_example()["POSTGRES_SUPERUSER_PASSWORD"]
+    assert {n for n, s in services.items() if superuser_password in str(s)} == {"postgres", "db-init"}  # fmt: skip
+
+    mlflow = services["mlflow"]
+    assert flags(mlflow["command"])["--app-name"] == "basic-auth"
+    # the login cache is invalidated at once only within one process
+    ini = compose()["configs"]["mlflow-auth"]["content"]
+    assert int(re.search(r"^auth_cache_ttl_seconds = (\d+)$", ini, re.M)[1]) > 0
+    assert flags(mlflow["command"])["--workers"] == "1"
+    env = service_env(mlflow)
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == env_example()["MLFLOW_ADMIN_PASSWORD"]
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == env_example()["MLFLOW_SECRET_KEY"]
+    worker = service_env(services["worker"])
+    assert worker["MLFLOW_TRACKING_USERNAME"] == env_example()["MLFLOW_ADMIN_USERNAME"]
+    assert worker["MLFLOW_TRACKING_PASSWORD"] == env_example()["MLFLOW_ADMIN_PASSWORD"]
+
+    override = resolve(yaml.safe_load(REMOTE_WORKERS.read_text()), {})
+    assert override == {"services": {"postgres": {"ports": ["0.0.0.0:5432:5432"]}}}
 
 
 def test_every_variable_compose_uses_is_in_env_example_and_every_one_there_is_used():
@@ -265,7 +306,7 @@ def test_images_pin_the_versions_the_tests_run_and_drop_root():
     assert DOCKERFILE.read_text().startswith("#")  # says what it builds and how
     assert re.search(r"^FROM python:3\.11-slim", DOCKERFILE.read_text(), re.M)
     pins = {
-        "mlflow": [f"mlflow=={version('mlflow')}", "psycopg[binary]=="],
+        "mlflow": [f"mlflow[auth]=={version('mlflow')}", "psycopg[binary]=="],
         "dashboard": [
             f"optuna=={version('optuna')}",
             f"optuna-dashboard=={version('optuna-dashboard')}",
@@ -365,82 +406,105 @@ def pg_env(postgres_url: str) -> dict[str, str]:
     return env
 
 
+def on_test_host(compose_url: str) -> str:
+    """A service's database URL moved to the test server's host and port; role, password and
+    database stay as compose has them (db-init made them there)."""
+    test = make_url(postgres_base_url())
+    url = make_url(compose_url).set(host=test.host, port=test.port)
+    return url.render_as_string(hide_password=False)
+
+
+def run_db_init(stack: Mapping[str, str]) -> subprocess.CompletedProcess:
+    """The db-init service's command, as the test server's superuser, with its SQL file
+    mounted where the service's volume puts it."""
+    service = compose(**stack)["services"]["db-init"]
+    source, target = service["volumes"][0].split(":")[:2]
+    argv = [str(ROOT / source) if arg == target else arg for arg in service["command"]]
+    env = {**os.environ, **service_env(service), **pg_env(postgres_base_url())}
+    env["PGDATABASE"] = make_url(postgres_base_url()).database or "postgres"
+    return subprocess.run(argv, env=env, capture_output=True, text=True)
+
+
 @contextlib.contextmanager
-def sibling_database(postgres_url: str, suffix: str) -> Iterator[str]:
-    """The name of a database beside the test's, dropped afterwards (not created here)."""
+def stack_databases() -> Iterator[dict[str, str]]:
+    """db-init run on the test server: .env.example's settings with the role and database names
+    made unique. Yields those .env overrides; drops the databases and the role afterwards."""
+    import uuid
+
     import sqlalchemy as sa
 
-    name = f"{make_url(postgres_url).database}_{suffix}"
+    admin = postgres_admin()
+    if shutil.which("psql") is None:
+        missing = "db-init needs PostgreSQL's client psql (15 or later) on PATH"
+        if os.environ.get("RNN_TUNER_REQUIRE_POSTGRES"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    tag = uuid.uuid4().hex[:8]
+    stack = {
+        "POSTGRES_USER": f"rnn_tuner_test_role_{tag}",
+        "POSTGRES_DB": f"rnn_tuner_test_studies_{tag}",
+        "MLFLOW_DB": f"rnn_tuner_test_mlflow_{tag}",
+        "MLFLOW_AUTH_DB": f"rnn_tuner_test_auth_{tag}",
+    }
     try:
-        yield name
+        result = run_db_init(stack)
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield stack
     finally:
-        admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for key in ("POSTGRES_DB", "MLFLOW_DB", "MLFLOW_AUTH_DB"):
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{stack[key]}" WITH (FORCE)'))
+            conn.execute(sa.text(f'DROP ROLE IF EXISTS "{stack["POSTGRES_USER"]}"'))
         admin.dispose()
 
 
-def run_mlflow_db_init(postgres_url: str, mlflow_db: str) -> subprocess.CompletedProcess:
-    """The mlflow-db-init service's command, as the test server's user."""
-    service = compose()["services"]["mlflow-db-init"]
-    env = {
-        **os.environ,
-        **service_env(service),
-        **pg_env(postgres_url),
-        "PGDATABASE": make_url(postgres_url).database,
-        "MLFLOW_DB": mlflow_db,
+def admin_login() -> dict[str, str]:
+    """The MLflow admin account of .env.example, as the client's environment variables."""
+    env = env_example()
+    return {
+        "MLFLOW_TRACKING_USERNAME": env["MLFLOW_ADMIN_USERNAME"],
+        "MLFLOW_TRACKING_PASSWORD": env["MLFLOW_ADMIN_PASSWORD"],
     }
-    return subprocess.run(service["command"], env=env, capture_output=True, text=True)
 
 
-@pytest.mark.postgres
-def test_mlflow_database_init_creates_it_once(postgres_url: str):
-    import sqlalchemy as sa
-
-    if shutil.which("psql") is None or shutil.which("createdb") is None:
-        pytest.skip("PostgreSQL's client programs psql and createdb are not installed")
-    assert compose()["services"]["mlflow-db-init"]["depends_on"]["postgres"] == {
-        "condition": "service_healthy"
-    }
-    assert raw_compose()["services"]["mlflow"]["depends_on"]["mlflow-db-init"] == {
-        "condition": "service_completed_successfully"
-    }
-    with sibling_database(postgres_url, "mlflow") as mlflow_db:
-        for _ in range(2):  # the second start finds it and does nothing
-            result = run_mlflow_db_init(postgres_url, mlflow_db)
-            assert result.returncode == 0, result.stdout + result.stderr
-        admin = sa.create_engine(postgres_url)
-        with admin.connect() as conn:
-            found = conn.execute(
-                sa.text("SELECT count(*) FROM pg_database WHERE datname = :n"), {"n": mlflow_db}
-            ).scalar()
-        admin.dispose()
-        assert found == 1
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
-def mlflow_from_compose(postgres_url: str, artifacts: Path, log: Path):
-    """serve() the mlflow service's own command on loopback, against the test database."""
-    service = compose(TEAM_HOST=TEAM_HOST)["services"]["mlflow"]
+def mlflow_from_compose(stack: Mapping[str, str], artifacts: Path, log: Path):
+    """serve() the mlflow service's own command and auth config on loopback, on the databases
+    of `stack_databases()`."""
+    resolved = compose(TEAM_HOST=TEAM_HOST, **stack)
+    service = resolved["services"]["mlflow"]
+    env = service_env(service)
+    (mount,) = service["configs"]
+    assert mount["target"] == env["MLFLOW_AUTH_CONFIG_PATH"]
+    ini = resolved["configs"][mount["source"]]["content"]
+    database_uri = re.search(r"^database_uri = (\S+)$", ini, re.M)[1]
+    ini = ini.replace(database_uri, on_test_host(database_uri))
+    config = log.parent / "basic_auth.ini"
+    config.write_text(ini)
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
+
     argv = service["command"]
     port = free_port()
     argv = set_flags(
         argv,
         host="127.0.0.1",
         port=str(port),
-        backend_store_uri=on_test_server(flags(argv)["--backend-store-uri"], postgres_url),
+        backend_store_uri=on_test_host(flags(argv)["--backend-store-uri"]),
         artifacts_destination=str(artifacts),
     )
     return serve(
-        local_argv(argv),
-        f"http://127.0.0.1:{port}",
-        ready_path="/health",
-        env=service_env(service),
-        log=log,
+        local_argv(argv), f"http://127.0.0.1:{port}", ready_path="/health", env=env, log=log
     )
 
 
 @pytest.mark.postgres
-def test_mlflow_service_records_runs_and_serves_artifacts(postgres_url: str, tmp_path: Path):
+def test_mlflow_service_records_runs_and_serves_artifacts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     import mlflow
 
     service = compose()["services"]["mlflow"]
@@ -448,12 +512,18 @@ def test_mlflow_service_records_runs_and_serves_artifacts(postgres_url: str, tmp
     assert flags(service["command"])["--workers"] == "1"
     assert "--serve-artifacts" in service["command"]
 
+    for key, value in admin_login().items():
+        monkeypatch.setenv(key, value)
+    login = basic_auth(*admin_login().values())
     artifacts = tmp_path / "artifacts"
-    with mlflow_from_compose(postgres_url, artifacts, tmp_path / "mlflow.log") as server:
+    with (
+        stack_databases() as stack,
+        mlflow_from_compose(stack, artifacts, tmp_path / "mlflow.log") as server,
+    ):
         url = server.url
         assert http_status(f"{url}/health") == 200
         search = f"{url}/api/2.0/mlflow/experiments/search?max_results=10"
-        assert http_status(search) == 200
+        assert http_status(search, headers=login) == 200
 
         client = mlflow.MlflowClient(tracking_uri=url)
         run = client.create_run(client.create_experiment("compose-check"))
@@ -472,23 +542,24 @@ def test_mlflow_service_records_runs_and_serves_artifacts(postgres_url: str, tmp
         assert Path(back).read_text() == "trial 0\n"
 
         # Containers reach it as mlflow:5000, teammates as TEAM_HOST; other names are refused.
-        assert http_status(search, headers={"Host": "mlflow:5000"}) == 200
-        assert http_status(search, headers={"Host": f"{TEAM_HOST}:5000"}) == 200
-        assert http_status(search, headers={"Host": "evil.example:5000"}) == 403
+        assert http_status(search, headers={**login, "Host": "mlflow:5000"}) == 200
+        assert http_status(search, headers={**login, "Host": f"{TEAM_HOST}:5000"}) == 200
+        assert http_status(search, headers={**login, "Host": "evil.example:5000"}) == 403
         # The UI opened at TEAM_HOST may write; a page from another origin may not.
         create = f"{url}/api/2.0/mlflow/experiments/create"
-        assert _post(create, {"name": "from-ui"}, origin=f"http://{TEAM_HOST}:5000") == 200
-        assert _post(create, {"name": "from-evil"}, origin="http://evil.example") == 403
+        ui = f"http://{TEAM_HOST}:5000"
+        assert _post(create, {"name": "from-ui"}, origin=ui, headers=login) == 200
+        assert _post(create, {"name": "from-evil"}, origin="http://evil.example", headers=login) == 403  # fmt: skip
 
 
-def _post(url: str, body: dict, *, origin: str) -> int:
+def _post(url: str, body: dict, *, origin: str, headers: Mapping[str, str]) -> int:
     import json
     import urllib.error
 
     req = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Origin": origin},
+        headers={"Content-Type": "application/json", "Origin": origin, **headers},
         method="POST",
     )
     try:
@@ -531,7 +602,7 @@ def test_dashboard_service_shows_a_study(postgres_url: str, tmp_path: Path):
 @pytest.mark.postgres
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_worker_command_records_trials_and_stops_within_the_grace_period(
-    postgres_url: str, tmp_path: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """The worker service's command, with its environment, against the mlflow service's: trials
     recorded in both stores; then SIGTERM (`docker compose stop`) mid-trial: the worker records
@@ -549,50 +620,50 @@ def test_worker_command_records_trials_and_stops_within_the_grace_period(
         tmp_path / "studies" / "long.yaml",
         tiny_study("long", task=long_task, budget={"n_trials": 1, "max_epochs": 50}),
     )
-    with sibling_database(postgres_url, "mlflow") as mlflow_db:
-        assert run_mlflow_db_init(postgres_url, mlflow_db).returncode == 0
-        mlflow_url = make_url(postgres_url).set(database=mlflow_db).render_as_string(False)
-        with mlflow_from_compose(mlflow_url, tmp_path / "art", tmp_path / "mlflow.log") as server:
-            client = mlflow.MlflowClient(tracking_uri=server.url)
+    for key, value in admin_login().items():  # the test's own client; workers bring theirs
+        monkeypatch.setenv(key, value)
+    with (
+        stack_databases() as stack,
+        mlflow_from_compose(stack, tmp_path / "art", tmp_path / "mlflow.log") as server,
+    ):
+        client = mlflow.MlflowClient(tracking_uri=server.url)
 
-            def worker(study: str) -> tuple[list[str], dict[str, str], float, str]:
-                service = compose(STUDY=study)["services"]["worker"]
-                env = service_env(service)
-                storage = on_test_server(env["RNN_TUNER_STORAGE"], postgres_url)
-                assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-                env.update(RNN_TUNER_STORAGE=storage, MLFLOW_TRACKING_URI=server.url)
-                env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-                grace = _seconds(service["stop_grace_period"])
-                return local_argv(service["command"]), env, grace, storage
+        def worker(study: str) -> tuple[list[str], dict[str, str], float, str]:
+            service = compose(STUDY=study, **stack)["services"]["worker"]
+            env = service_env(service)
+            storage = on_test_host(env["RNN_TUNER_STORAGE"])  # as the application role
+            assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+            env.update(RNN_TUNER_STORAGE=storage, MLFLOW_TRACKING_URI=server.url)
+            env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+            grace = _seconds(service["stop_grace_period"])
+            return local_argv(service["command"]), env, grace, storage
 
-            argv, env, _, storage = worker("short")
-            done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
-            assert done.returncode == 0, done.stdout + done.stderr
-            trials = optuna.load_study(study_name="short", storage=storage).trials
-            assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-            exp = client.get_experiment_by_name("short")
-            assert len(client.search_runs([exp.experiment_id])) == 3  # the study's run + 2 trials
+        argv, env, _, storage = worker("short")
+        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        trials = optuna.load_study(study_name="short", storage=storage).trials
+        assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+        exp = client.get_experiment_by_name("short")
+        assert len(client.search_runs([exp.experiment_id])) == 3  # the study's run + 2 trials
 
-            argv, env, grace, storage = worker("long")
-            log = tmp_path / "worker.log"
-            with open(log, "wb") as out:
-                proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=out)
-            _wait_for_running(storage, "long", proc, log)
-            proc.send_signal(signal.SIGTERM)  # what `docker compose stop` sends first
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                pytest.fail(f"the worker outlived stop_grace_period ({grace:.0f} s): SIGKILL")
-            out = log.read_text()
-            trials = optuna.load_study(study_name="long", storage=storage).trials
-            assert [t.state.name for t in trials] == ["FAIL"], out
-            assert "SIGTERM" in trials[0].user_attrs.get("fail_reason", ""), trials[0].user_attrs
-            exp = client.get_experiment_by_name("long")
-            statuses = {
-                r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])
-            }
-            assert statuses.get("trial-0") == "FAILED", statuses
+        argv, env, grace, storage = worker("long")
+        log = tmp_path / "worker.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=out)
+        _wait_for_running(storage, "long", proc, log)
+        proc.send_signal(signal.SIGTERM)  # what `docker compose stop` sends first
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"the worker outlived stop_grace_period ({grace:.0f} s): SIGKILL")
+        out = log.read_text()
+        trials = optuna.load_study(study_name="long", storage=storage).trials
+        assert [t.state.name for t in trials] == ["FAIL"], out
+        assert "SIGTERM" in trials[0].user_attrs.get("fail_reason", ""), trials[0].user_attrs
+        exp = client.get_experiment_by_name("long")
+        statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
+        assert statuses.get("trial-0") == "FAILED", statuses
 
 
 def _wait_for_running(
