@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.data.base import Batch
-from models.losses import many_to_one_loss
+from models.losses import known_targets, many_to_one_loss
 from models.network import MANY_TO_ONE, SequenceNet, step_mask
 
 FLOW_SEQUENCES = 32
@@ -39,7 +39,7 @@ def gradient_flow(net: SequenceNet, batch: Batch) -> tuple[float, list[float]]:
     padded-time positions from a fresh zero state."""
     with torch.inference_mode(False), torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):  # fmt: skip
         # cuDNN cannot back-propagate an RNN in eval mode; inference tensors cannot join a graph
-        inputs, targets = batch.inputs.clone(), batch.targets.clone()
+        inputs, targets = batch.inputs.clone(), known_targets(batch.targets.clone())
         batch_size, steps = inputs.shape[:2]
         lengths = torch.full((batch_size,), steps, device=inputs.device)
         if batch.lengths is not None:

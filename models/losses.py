@@ -6,6 +6,8 @@
 
 classification: cross-entropy of the pooled prediction; regression: mean squared error;
 tagging and language modelling: cross-entropy at every real step (targets -100 are padding).
+A validation or test label that training never saw (`UNSEEN`) counts as a wrong prediction and
+stays out of the loss, which has no value for a class the model has no output for.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.data.base import Batch
+from models.data.base import PAD_TARGET, UNSEEN, Batch
 from models.network import MANY_TO_ONE, SequenceNet, State
 
 
@@ -47,10 +49,18 @@ def batch_sums(
         err = pred - targets.to(pred.dtype)
         sq = err.square().sum()
         return {"loss_sum": sq, "sq_sum": sq, "abs_sum": err.abs().sum(), "count": targets.numel()}, state  # fmt: skip
+    known = known_targets(targets)  # `loss_count`: what the loss averages over
     if net.task == "classification":
-        loss_sum = F.cross_entropy(pred, targets, reduction="sum")
-        return {"loss_sum": loss_sum, "correct": (pred.argmax(-1) == targets).sum(), "count": targets.numel()}, state  # fmt: skip
-    real = targets != -100
-    loss_sum = F.cross_entropy(pred.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")  # fmt: skip
+        loss_sum = F.cross_entropy(pred, known, ignore_index=PAD_TARGET, reduction="sum")
+        return {"loss_sum": loss_sum, "loss_count": (known != PAD_TARGET).sum(), "correct": (pred.argmax(-1) == targets).sum(), "count": targets.numel()}, state  # fmt: skip
+    real = targets != PAD_TARGET
+    loss_sum = F.cross_entropy(pred.flatten(0, 1), known.flatten(), ignore_index=PAD_TARGET, reduction="sum")  # fmt: skip
     correct = ((pred.argmax(-1) == targets) & real).sum()
-    return {"loss_sum": loss_sum, "correct": correct, "count": real.sum()}, state
+    return {"loss_sum": loss_sum, "loss_count": (known != PAD_TARGET).sum(), "correct": correct, "count": real.sum()}, state  # fmt: skip
+
+
+def known_targets(targets: Tensor) -> Tensor:
+    """Class targets with UNSEEN labels marked ignored, like padding; float targets as they are."""
+    if targets.is_floating_point():
+        return targets
+    return targets.masked_fill(targets == UNSEEN, PAD_TARGET)

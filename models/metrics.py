@@ -117,7 +117,8 @@ def summarize(
     `prefix + metric`, e.g. `val_mse` or `test_mse`; the names are `val_metric_names`.
     `baselines` (`DataInfo.baselines`) adds a forecast's naive MSEs of this split and the
     model's MSE relative to the best of them."""
-    loss = ratio(sums, "loss_sum", "count")
+    # a label training never saw counts in accuracy but not in the loss (models.data.UNSEEN)
+    loss = ratio(sums, "loss_sum", "loss_count" if "loss_count" in sums else "count")
     out = {"loss": loss}
     if task in ("classification", "tagging"):
         out["acc"] = ratio(sums, "correct", "count")

@@ -25,15 +25,21 @@ _storage_option = click.option(
 )
 
 
-def _load(path: Path):  # noqa: ANN202 - StudyConfig, imported lazily
-    from tuner.config import StudyFileError, load_study_file
+def _load(path: Path, read_test: bool = False):  # noqa: ANN202 - StudyConfig, imported lazily
+    """The validated study file (a separate test file checked only if `read_test`); exit 2 if bad.
+    Labels that only validation/test data hold are not an error: one warning lists them."""
+    from tuner.config import StudyFileError, data_warning, load_study_file
 
     try:
-        return load_study_file(path)
+        cfg = load_study_file(path, read_test)
     except StudyFileError as e:
         click.echo(str(e), err=True)
         click.echo("Fix the keys above and run `rnn-tuner validate FILE` again.", err=True)
         sys.exit(2)
+    warning = data_warning(cfg, read_test)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    return cfg
 
 
 def _storage(cli_value: str | None, file_value: str | None = None) -> str:
@@ -65,7 +71,7 @@ def main() -> None:
 @click.argument("study_file", type=click.Path(path_type=Path))
 def validate(study_file: Path) -> None:
     """Check a study file without running it; every problem is listed with its key path."""
-    cfg = _load(study_file)
+    cfg = _load(study_file, read_test=True)
     click.echo(
         f"{study_file}: ok (study {cfg.study.name!r}, task {cfg.task.source}, "
         f"{len(cfg.search)} searched parameter(s), sampler {cfg.sampler.name}, "
@@ -315,11 +321,13 @@ def retrain(
     # The model is pickled on purpose (docs/results.md): MLflow's warning about it, once per
     # retrain, would only repeat what the docs say.
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    from models.errors import DataError
+    from tuner.config import StudyFileError
     from tuner.retrain import retrain as retrain_best
     from tuner.retrain import study_config
 
     try:
-        cfg = _load(study_file) if study_file is not None else None
+        cfg = _load(study_file, read_test=True) if study_file is not None else None
         found, tracker, parent_id = _study_and_parent(
             _storage(storage, cfg and cfg.study.storage),
             study,
@@ -327,6 +335,8 @@ def retrain(
         )
         cfg = cfg or study_config(tracker, parent_id, None)
         click.echo(retrain_best(found, cfg, tracker, parent_id).text())
+    except (StudyFileError, DataError) as e:  # the data: a file moved or changed since the run
+        _fail(str(e), code=2)
     except _results_errors() as e:
         _fail(str(e))
 

@@ -34,8 +34,9 @@ from pydantic import (
 )
 
 from models.config import Settings
-from models.data import data_shape, task_data
+from models.data import FILE_SOURCES, data_shape, task_data
 from models.data.config import SOURCES, DataConfig, naive_baselines
+from models.data.files import named_files
 from models.errors import DataError
 from models.metrics import METRIC_MODES, metric, val_metric_names
 
@@ -284,8 +285,11 @@ def _natural_direction(name: str) -> str:
     return "maximize" if METRIC_MODES.get(name) == "max" else "minimize"
 
 
-def load_study_file(path: str | Path) -> StudyConfig:
-    """Read and fully validate a study file. Raises StudyFileError listing every problem."""
+def load_study_file(path: str | Path, read_test: bool = False) -> StudyConfig:
+    """Read and fully validate a study file. Raises StudyFileError listing every problem.
+
+    `read_test` also checks a separate test file (`task.test`): `validate` and `retrain` do,
+    `run` does not, since no trial may depend on the test file."""
     path = Path(path)
     if not path.is_file():
         raise StudyFileError(path, [f"no such file (resolved to {path.resolve()})"])
@@ -293,10 +297,10 @@ def load_study_file(path: str | Path) -> StudyConfig:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise StudyFileError(path, [f"not valid YAML: {e}"]) from None
-    return parse_study(raw, path)
+    return parse_study(raw, path, read_test)
 
 
-def parse_study(raw: Any, path: str | Path = "<study>") -> StudyConfig:
+def parse_study(raw: Any, path: str | Path = "<study>", read_test: bool = False) -> StudyConfig:
     if not isinstance(raw, dict):
         raise StudyFileError(path, ["the file must be a mapping with `study:` and `task:` blocks"])
     problems: list[str] = []
@@ -319,7 +323,7 @@ def parse_study(raw: Any, path: str | Path = "<study>") -> StudyConfig:
             cfg = StudyConfig.model_validate(partial)
         except ValidationError:
             raise StudyFileError(path, problems) from None
-    problems += _cross_checks(cfg, failed)
+    problems += _cross_checks(cfg, failed, read_test)
     if problems:
         raise StudyFileError(path, problems)
     return cfg
@@ -358,7 +362,7 @@ def _describe(err: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- checks across blocks
 
 
-def _cross_checks(cfg: StudyConfig, failed: set[str]) -> list[str]:
+def _cross_checks(cfg: StudyConfig, failed: set[str], read_test: bool = False) -> list[str]:
     """Checks that need several blocks; blocks named in `failed` were already reported."""
     problems: list[str] = []
     known = set(Settings.names())
@@ -399,7 +403,7 @@ def _cross_checks(cfg: StudyConfig, failed: set[str]) -> list[str]:
     if not failed & {"objective", "sampler", "pruner"}:
         problems += _check_plugins(cfg)
     if "task" not in failed:
-        problems += _check_data(cfg, base)
+        problems += _check_data(cfg, base, read_test)
     return problems
 
 
@@ -525,16 +529,16 @@ def _check_plugins(cfg: StudyConfig) -> list[str]:
     return problems
 
 
-def _check_data(cfg: StudyConfig, base: Settings) -> list[str]:
+def _check_data(cfg: StudyConfig, base: Settings, read_test: bool) -> list[str]:
     """Data files exist, truncation fits the sequences, batches fit the training set."""
     task = cfg.task
-    path = getattr(task, "path", None)
-    if path is not None and not Path(path).is_file():
-        return [f"task.path: data file not found: {path} (resolved to {Path(path).resolve()})"]
+    missing = _missing_files(task, read_test)
+    if missing:
+        return missing
     shape = data_shape(task)
     if shape is None:
         try:
-            info = task_data(task).info
+            info = task_data(task, read_test).info
         except DataError as e:
             return [f"task: {e}"]
         shape = (info.max_len, info.n_train)
@@ -557,3 +561,28 @@ def _values_of(cfg: StudyConfig, base: Settings, key: str) -> list[tuple[str, An
     if isinstance(dist, CategoricalDist):
         return [(f"search.{key}.choices.{i}", v) for i, v in enumerate(dist.choices)]
     return [(f"search.{key}.high", dist.high)]
+
+
+def _missing_files(task: DataConfig, read_test: bool) -> list[str]:
+    """A file source's choice of files (path, or train/val/test), and each file it reads exists."""
+    if task.source not in FILE_SOURCES:
+        return []
+    try:
+        files = named_files(task)
+    except DataError as e:
+        return [f"task: {e}"]
+    return [
+        f"task.{key}: data file not found: {name} (resolved to {Path(name).resolve()})"
+        for key, name in files.items()
+        if (key != "test" or read_test) and not Path(name).is_file()
+    ]
+
+
+def data_warning(cfg: StudyConfig, with_test: bool = False) -> str | None:
+    """One line about validation/test labels that training never saw, or None. Only sources
+    with class labels or tags can have them; their data was read by validation already."""
+    if cfg.task.source not in ("npz", "tagged"):
+        return None
+    from models.data.base import unseen_warning
+
+    return unseen_warning(task_data(cfg.task, with_test).unseen)

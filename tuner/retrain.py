@@ -82,12 +82,17 @@ class Retrained:
                 f"{self.seconds:.1f} s",
                 f"  validation {self.metric}: {self.study_value:.5g} in the study, "
                 f"{self.value:.5g} retrained",
-                f"  test       {test_metric}: {self.test.get(test_metric, float('nan')):.5g}"
-                + (f" ({others})" if others else ""),
+                self._test_line(test_metric, others),
                 f"registered model {self.model_name!r} version {self.version} "
                 f"(models:/{self.model_name}/{self.version}), run {self.run_id}",
             ]
         )
+
+    def _test_line(self, test_metric: str, others: str) -> str:
+        if not self.test:
+            return "  test       none: the study file names no task.test file, so nothing is scored"
+        value = self.test.get(test_metric, float("nan"))
+        return f"  test       {test_metric}: {value:.5g}" + (f" ({others})" if others else "")
 
 
 def model_name(study_name: str) -> str:
@@ -98,7 +103,7 @@ def model_name(study_name: str) -> str:
 def study_config(tracker: Tracker, parent_id: str, study_file: Path | None) -> StudyConfig:
     """The study file given, else the one logged in the parent run (its only YAML artifact)."""
     if study_file is not None:
-        return load_study_file(study_file)
+        return load_study_file(study_file, read_test=True)
     logged = [p for p in tracker.artifact_paths(parent_id) if p.endswith((".yaml", ".yml"))]
     if len(logged) != 1:
         raise NoStudyFile(
@@ -106,7 +111,7 @@ def study_config(tracker: Tracker, parent_id: str, study_file: Path | None) -> S
             f"({', '.join(logged) or 'none'}); pass the study file with --study-file"
         )
     with tempfile.TemporaryDirectory(prefix="rnn-tuner-") as tmp:
-        return load_study_file(tracker.download_artifact(parent_id, logged[0], tmp))
+        return load_study_file(tracker.download_artifact(parent_id, logged[0], tmp), read_test=True)
 
 
 def best_trial(study: optuna.Study, cfg: StudyConfig) -> tuple[optuna.trial.FrozenTrial, int]:
@@ -131,7 +136,7 @@ def retrain(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent_id: 
     trial, index = best_trial(study, cfg)
     metric = cfg.objectives[index].metric
     settings = replace(cfg.base_settings(), **trial.params)
-    data = task_data(cfg.task)
+    data = task_data(cfg.task, with_test=True)  # the only reader of a separate test file
     name = model_name(study.study_name)
     params = {**settings.to_dict(), **{f"task.{k}": v for k, v in asdict(cfg.task).items()}}
     tags = {"rnn_tuner.study": study.study_name, "rnn_tuner.best_trial": str(trial.number)}
@@ -139,7 +144,8 @@ def retrain(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent_id: 
     try:
         with tempfile.TemporaryDirectory(prefix="rnn-tuner-retrain-") as tmp:
             result = _fit(settings, data, metric, Path(tmp) / "checkpoint")
-            test = evaluate(result.module, data, "test")  # the one look at the test split
+            # the one look at the test split; none when pre-split files name no test file
+            test = {} if data.test is None else evaluate(result.module, data, "test")
             summary = {**test, f"study_{metric}": trial.values[index], "n_params": result.n_params}
             tracker.log_metrics(run_id, result.history, summary)
             tracker.log_artifacts(run_id, str(Path(tmp) / "checkpoint"), "checkpoint")
@@ -209,8 +215,8 @@ class BestWeights(EpochCallback):
 
 def _input_example(data: TaskData) -> Any:
     """Two test sequences as the model takes them: (2, T, F) floats or (2, T) token ids; a
-    language model's one window (1, L) of the test stream."""
-    test = data.test.inputs
+    language model's one window (1, L) of the test stream. Validation data if there is no test."""
+    test = (data.test or data.val).inputs
     if data.info.task == "language_model":
         return test[: data.info.max_len][None].numpy()  # (1, L)
     return np.ascontiguousarray(test[:2].numpy())

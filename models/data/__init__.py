@@ -31,6 +31,8 @@ from models.data.config import (
 )
 from models.errors import DataError
 
+FILE_SOURCES = ("npz", "csv", "text", "tagged")  # read path, or train/val/test
+
 if TYPE_CHECKING:
     from models.data.base import Batch, DataInfo, Split, TaskData
     from models.data.datamodule import SequenceDataModule
@@ -54,32 +56,39 @@ def _loaders() -> dict[str, Callable[[Any], TaskData]]:
     }
 
 
-def load_task(cfg: DataConfig) -> TaskData:
-    """The train/val/test tensors and `DataInfo` of the task `cfg` describes."""
+def load_task(cfg: DataConfig, with_test: bool = True) -> TaskData:
+    """The train/val/test tensors and `DataInfo` of the task `cfg` describes.
+
+    `with_test=False` leaves a separate test file unread (`test` is None): trials never look at
+    it. A test part carved from one file comes with the file, since splitting needs all of it."""
     source = getattr(cfg, "source", None)
     loaders = _loaders()
     if source not in loaders:
         raise DataError(
             f"task.source {source!r} is not a data source; choose one of {', '.join(loaders)}"
         )
+    if source in FILE_SOURCES:
+        return loaders[source](cfg, with_test)
     return loaders[source](cfg)
 
 
 @functools.lru_cache(maxsize=4)
-def task_data(cfg: DataConfig) -> TaskData:
-    """`load_task(cfg)`, loaded once per process (the last four configs are kept)."""
-    return load_task(cfg)
+def task_data(cfg: DataConfig, with_test: bool = False) -> TaskData:
+    """`load_task(cfg, with_test)`, loaded once per process (the last four are kept). Trials leave
+    a separate test file unread (the default); `validate` and `retrain` read it."""
+    return load_task(cfg, with_test)
 
 
 def data_shape(cfg: DataConfig) -> tuple[int, int] | None:
     """(longest sequence, training sequences) where known without reading a file, else None.
-    A text file's size is unknown until it is read: its training size is infinite, unchecked."""
+    A text file's size is unknown until it is read: its training size is infinite, unchecked.
+    Pre-split text files are read, so that validation checks every file named."""
     source = cfg.source
     if source in ("adding", "sine"):
         return cfg.seq_len, cfg.n_train  # type: ignore[union-attr]
     if source == "copy":
         return 2 * cfg.copy_len + cfg.delay + 1, cfg.n_train  # type: ignore[union-attr]
-    if source == "text":
+    if source == "text" and cfg.path is not None:  # type: ignore[union-attr]
         return cfg.seq_len, math.inf  # type: ignore[union-attr, return-value]
     return None
 
@@ -88,6 +97,9 @@ _LAZY = {
     "SequenceDataModule": "models.data.datamodule",
     "Batch": "models.data.base",
     "DataInfo": "models.data.base",
+    "UNSEEN": "models.data.base",
+    "UnseenLabel": "models.data.base",
+    "unseen_warning": "models.data.base",
     "Split": "models.data.base",
     "TaskData": "models.data.base",
 }
@@ -101,7 +113,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "SOURCES", "AddingData", "Batch", "CopyData", "CsvData", "DataConfig", "DataInfo",
+    "FILE_SOURCES", "SOURCES", "UNSEEN", "AddingData", "Batch", "CopyData", "CsvData", "DataConfig", "DataInfo",
     "NpzData", "SequenceDataModule", "SineData", "Split", "TaggedData", "TaskData", "TextData",
-    "data_shape", "load_task", "task_data",
+    "UnseenLabel", "data_shape", "load_task", "task_data", "unseen_warning",
 ]  # fmt: skip

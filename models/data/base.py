@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from torch import Tensor
+if TYPE_CHECKING:  # torch-free at run time, so reading a study file does not import torch
+    from torch import Tensor
 
 Task = Literal["classification", "regression", "tagging", "language_model"]
+
+# Target id of a validation or test label (class or tag) that the training data never holds: the
+# model has no output for it, so it always counts as a wrong prediction (and is left out of the
+# loss, which has no value for a class the model cannot name). -100 marks padding, ignored by both.
+UNSEEN = -1
+PAD_TARGET = -100
 
 
 class Batch(NamedTuple):
@@ -49,9 +56,32 @@ class Split:
     lengths: Tensor | None
 
 
+class UnseenLabel(NamedTuple):
+    """A label that occurs `count` times in `where` (a file, or a part of one) but never in training."""
+
+    label: str
+    where: str
+    count: int
+
+
 @dataclass(frozen=True)
 class TaskData:
+    """`test` is None when there is no test split (pre-split files without `test:`) or when the
+    caller did not ask for it (trials never read a test file; only `retrain` does)."""
+
     info: DataInfo
     train: Split
     val: Split
-    test: Split
+    test: Split | None
+    unseen: tuple[UnseenLabel, ...] = ()  # val/test labels that training never saw
+
+
+def unseen_warning(unseen: tuple[UnseenLabel, ...]) -> str | None:
+    """One line listing every unseen label with its count and file, or None when there is none."""
+    if not unseen:
+        return None
+    listed = "; ".join(f"{u.label!r} x{u.count} in {u.where}" for u in unseen)
+    return (
+        f"{len(unseen)} label(s) in validation/test data never occur in the training data and "
+        f"count as wrong predictions: {listed}"
+    )

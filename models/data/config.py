@@ -3,6 +3,10 @@
 The `source` field picks the dataclass; the tuner validates a study file's `task:` block against
 the union `DataConfig`. Paths are relative to the working directory unless absolute. The
 docstring under each field is its description in docs/data.md and the study file's JSON Schema.
+
+File sources read either one file, `path`, split by `val_fraction` / `test_fraction`, or
+pre-split files: `train` and optionally `val` (else carved from `train` by `val_fraction`) and
+`test` (else the study has no test split). `models.data.files.named_files` checks the choice.
 """
 
 from __future__ import annotations
@@ -91,10 +95,16 @@ class NpzData:
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
-    path: str
-    """The .npz archive with arrays `X` and `y`."""
     target: Literal["classification", "regression"]
     """What `y` holds: class labels or real-valued targets."""
+    path: str | None = None
+    """The .npz archive with arrays `X` and `y`, split by the fractions; or give `train` (and `val`, `test`) instead."""
+    train: str | None = None
+    """Pre-split data: the training file, in the same format."""
+    val: str | None = None
+    """Pre-split data: the validation file; omitted: `val_fraction` of the training file, shuffled with `seed`."""
+    test: str | None = None
+    """Pre-split data: the test file, read only by `retrain`; omitted: no test split."""
     source: Literal["npz"] = "npz"
     """Arrays in a NumPy .npz file."""
     val_fraction: float = 0.15
@@ -117,8 +127,6 @@ class CsvData:
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
-    path: str
-    """The table: a CSV file with a header row, or a `.parquet` file."""
     target: str
     """The column to predict."""
     features: tuple[str, ...] | None = None
@@ -127,6 +135,14 @@ class CsvData:
     """The column naming each row's series; null: one series."""
     time: str | None = None
     """The column ordering rows within a series; null: file order."""
+    path: str | None = None
+    """The table: a CSV file with a header row, or a `.parquet` file, split by the fractions; or give `train` (and `val`, `test`) instead."""
+    train: str | None = None
+    """Pre-split data: the training file, in the same format."""
+    val: str | None = None
+    """Pre-split data: the validation file; omitted: the last `val_fraction` of every training series."""
+    test: str | None = None
+    """Pre-split data: the test file, read only by `retrain`; omitted: no test split."""
     source: Literal["csv"] = "csv"
     """Time series in a table."""
     window: int = 24
@@ -150,8 +166,14 @@ class TextData:
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
-    path: str
-    """The UTF-8 text file."""
+    path: str | None = None
+    """The UTF-8 text file, split by the fractions; or give `train` (and `val`, `test`) instead."""
+    train: str | None = None
+    """Pre-split data: the training file, in the same format."""
+    val: str | None = None
+    """Pre-split data: the validation file; omitted: the last `val_fraction` of the training file's tokens."""
+    test: str | None = None
+    """Pre-split data: the test file, read only by `retrain`; omitted: no test split."""
     source: Literal["text"] = "text"
     """Plain text for language modelling."""
     level: Literal["char", "word"] = "char"
@@ -172,8 +194,14 @@ class TaggedData:
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
-    path: str
-    """The file of `token<TAB>tag` lines."""
+    path: str | None = None
+    """The file of `token<TAB>tag` lines, split by the fractions; or give `train` (and `val`, `test`) instead."""
+    train: str | None = None
+    """Pre-split data: the training file, in the same format."""
+    val: str | None = None
+    """Pre-split data: the validation file; omitted: `val_fraction` of the training sentences, shuffled with `seed`."""
+    test: str | None = None
+    """Pre-split data: the test file, read only by `retrain`; omitted: no test split."""
     source: Literal["tagged"] = "tagged"
     """A tag for every token (sequence tagging)."""
     min_freq: int = 1

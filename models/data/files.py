@@ -9,10 +9,46 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from models.data.base import UnseenLabel
 from models.errors import DataError
+
+SPLIT_KEYS = ("train", "val", "test")
+PART_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
+def named_files(cfg: Any) -> dict[str, str]:
+    """The files a file source's `task:` block names: {"path": ...}, or {"train": ..., "val": ...,
+    "test": ...} with the keys given. A mix of the two, or neither, is an error."""
+    given = {k: getattr(cfg, k) for k in ("path", *SPLIT_KEYS) if getattr(cfg, k) is not None}
+    if "path" in given and len(given) > 1:
+        others = ", ".join(f"task.{k}" for k in given if k != "path")
+        raise DataError(
+            f"task.path and {others} are both given; use task.path for one file split by "
+            "val_fraction/test_fraction, or task.train (with optional val and test) for "
+            "pre-split files, not both"
+        )
+    if "path" not in given and "train" not in given:
+        if given:
+            raise DataError(
+                f"task.{next(iter(given))} needs task.train: pre-split files start with the "
+                "training file"
+            )
+        raise DataError(
+            "task.path (one file, split by fractions) or task.train (pre-split files) is required"
+        )
+    return given
+
+
+def part_label(files: dict[str, str], split: str) -> str:
+    """How messages name a split's data: its own file, or the part of the one file it came from."""
+    if split in files:
+        return files[split]
+    source = files.get("path") or files["train"]
+    return f"{source} ({PART_NAMES[split]} part)"
 
 
 def resolve(path: str) -> Path:
@@ -23,10 +59,12 @@ def resolve(path: str) -> Path:
     if not resolved.exists():
         raise DataError(
             f"{path}: no such file (resolved against the working directory {Path.cwd()} "
-            f"to {resolved}); check task.path"
+            f"to {resolved}); check the file name in the task block"
         )
     if not resolved.is_file():
-        raise DataError(f"{path}: not a file (resolved to {resolved}); task.path must name a file")
+        raise DataError(
+            f"{path}: not a file (resolved to {resolved}); the task block must name a file"
+        )
     if resolved.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
     return resolved
@@ -84,6 +122,22 @@ def split_sizes(
     return n_train, n_val, n_test
 
 
+def carve_sizes(n: int, val_fraction: float, path: str, unit: str) -> tuple[int, int]:
+    """(train, val) counts when validation is carved from a training file of `n` items."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(
+            f"task.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}"
+        )
+    n_val = round(n * val_fraction)
+    if n_val < 1 or n - n_val < 1:
+        part, fix = ("validation", "raise") if n_val < 1 else ("training", "lower")
+        raise DataError(
+            f"{path}: carving task.val_fraction={val_fraction} of {n} {unit} leaves the {part} "
+            f"split empty; {fix} task.val_fraction, give a task.val file, or provide more data"
+        )
+    return n - n_val, n_val
+
+
 def shuffled_split(
     n: int, sizes: tuple[int, int, int], seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,6 +150,13 @@ def shuffled_split(
         np.sort(order[n_train : n_train + n_val]),
         np.sort(order[n_train + n_val :]),
     )
+
+
+def unseen_labels(values: Iterable[Any], known: Iterable[str], where: str) -> list[UnseenLabel]:
+    """Labels among `values` (compared as strings) that are not `known`, with their counts."""
+    known = set(known)
+    counts = Counter(str(v) for v in values if str(v) not in known)
+    return [UnseenLabel(label, where, n) for label, n in sorted(counts.items())]
 
 
 def build_vocab(tokens: Iterable[str], min_freq: int, specials: tuple[str, ...]) -> dict[str, int]:

@@ -8,6 +8,10 @@ inside one part of one series, so no window crosses a series and no validation r
 training input. With `normalize`, features and the target are standardised with training rows'
 statistics (of all series, or of each series on its own), so losses are in training standard
 deviations. Each split's naive-forecast MSE (models.data.naive) rides along in `DataInfo`.
+
+Pre-split files (`train`, `val`, `test`) are tables of the same shape: each holds its split of
+every series it names; without a `val` file, the last `val_fraction` of every training series
+validates. Features and normalisation statistics come from the training file.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from models.data.base import DataInfo, Split, TaskData
 from models.data.config import CsvData
-from models.data.files import check_fractions, check_positive
+from models.data.files import check_fractions, check_positive, named_files, part_label
 from models.data.naive import SPLITS, BaselineSums, naive_forecasts
 from models.data.table import Table, read_table
 from models.errors import DataError
@@ -27,25 +31,75 @@ from models.errors import DataError
 Parts = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def load_csv(cfg: CsvData) -> TaskData:
+def load_csv(cfg: CsvData, with_test: bool = True) -> TaskData:
     _check_settings(cfg)
-    table = read_table(cfg.path)
-    features = _feature_columns(cfg, table)
-    target = table.numbers(cfg.target, "task.target")
-    columns = [target if c == cfg.target else table.numbers(c, "task.features") for c in features]
-    values = np.column_stack([*columns, target])  # (R, F + 1), the target last
-    parts = [_parts(cfg, name, rows) for name, rows in _series(cfg, table)]
+    files = named_files(cfg)
+    if "path" in files:
+        table = read_table(cfg.path)
+        features = _feature_columns(cfg, table)
+        values = _values(cfg, table, features)
+        parts = [_parts(cfg, cfg.path, name, rows) for name, rows in _series(cfg, table)]
+    else:
+        values, features, parts = _pre_split(cfg, files, with_test)
     values = _normalized(values, parts, cfg.normalize)
     baselines = BaselineSums()
     train, val, test = (
-        _windows(values, [p[k] for p in parts], cfg, baselines, split)
+        _windows(values, [p[k] for p in parts if len(p[k])], cfg, baselines, split)
+        if any(len(p[k]) for p in parts) else None
         for k, split in enumerate(SPLITS)
-    )
+    )  # fmt: skip
     info = DataInfo(
-        "regression", len(features), None, cfg.horizon, cfg.window, len(train.inputs),
+        "regression", len(features), None, cfg.horizon, cfg.window, len(train.inputs),  # type: ignore[union-attr]
         baselines=baselines.mse(),
     )  # fmt: skip
-    return TaskData(info, train, val, test)
+    return TaskData(info, train, val, test)  # type: ignore[arg-type]
+
+
+def _values(cfg: CsvData, table: Table, features: list[str]) -> np.ndarray:
+    """(R, F + 1) numbers of the feature columns, the target last."""
+    target = table.numbers(cfg.target, "task.target")
+    columns = [target if c == cfg.target else table.numbers(c, "task.features") for c in features]
+    return np.column_stack([*columns, target])
+
+
+def _pre_split(
+    cfg: CsvData, files: dict[str, str], with_test: bool
+) -> tuple[np.ndarray, list[str], list[Parts]]:
+    """The files' rows stacked (train file first) and every series' (train, val, test) rows in
+    them; a series may be absent from a file (an empty part). Features come from training."""
+    table = read_table(files["train"])
+    features = _feature_columns(cfg, table)
+    blocks = [_values(cfg, table, features)]
+    empty = np.zeros(0, dtype=np.int64)
+    carve = "val" not in files
+    series: dict[str | None, list[np.ndarray]] = {}
+    for name, rows in _series(cfg, table):
+        series[name] = list(_parts(cfg, files["train"], name, rows, carve, test=False))
+    offset = len(table)
+    for k, key in ((1, "val"), (2, "test")):
+        if key not in files or (key == "test" and not with_test):
+            continue
+        table = read_table(files[key])
+        for column in (*features, cfg.target):
+            table.require(column, "the training file's columns (task.features, task.target)")
+        blocks.append(_values(cfg, table, features))
+        for name, rows in _series(cfg, table):
+            _check_length(cfg, files[key], name, len(rows))
+            series.setdefault(name, [empty, empty, empty])[k] = rows + offset
+        offset += len(table)
+    if cfg.normalize == "series":
+        _every_series_trains(series, files)
+    return np.concatenate(blocks), features, [tuple(p) for p in series.values()]  # type: ignore[misc]
+
+
+def _every_series_trains(series: dict[str | None, list[np.ndarray]], files: dict[str, str]) -> None:
+    for name, parts in series.items():
+        if not len(parts[0]):
+            where = part_label(files, "val" if len(parts[1]) else "test")
+            raise DataError(
+                f"{where}: series {name!r} has no rows in the training file {files['train']}, so "
+                "normalize: series has no statistics for it; add it there or use normalize: true"
+            )
 
 
 def _check_settings(cfg: CsvData) -> None:
@@ -109,33 +163,48 @@ def _series(cfg: CsvData, table: Table) -> list[tuple[str | None, np.ndarray]]:
     return ordered
 
 
-def _parts(cfg: CsvData, name: str | None, rows: np.ndarray) -> Parts:
-    """The series' rows cut in time into (train, val, test), each long enough for a window."""
-    n, need = len(rows), cfg.window + cfg.horizon
-    who = "" if name is None else f"series {name!r} ({n} rows): "
-    drop = "" if name is None else ", or drop this series"
-    if n < need:
-        raise DataError(
-            f"{cfg.path}: {who}too few rows for one window: {n} data rows, but "
-            f"task.window + task.horizon = {need}; lower them or provide more rows{drop}"
-        )
-    n_val, n_test = round(n * cfg.val_fraction), round(n * cfg.test_fraction)
+def _parts(
+    cfg: CsvData, path: str, name: str | None, rows: np.ndarray, val: bool = True, test: bool = True
+) -> Parts:
+    """The series' rows cut in time into (train, val, test), each long enough for a window;
+    a part not carved from this file (`val` / `test` false) is empty."""
+    n = len(rows)
+    _check_length(cfg, path, name, n)
+    n_val = round(n * cfg.val_fraction) if val else 0
+    n_test = round(n * cfg.test_fraction) if test else 0
     sizes = (n - n_val - n_test, n_val, n_test)
-    for part, count, key in zip(
+    for part, count, key, cut in zip(
         ("training", "validation", "test"),
         sizes,
         ("", "val_fraction", "test_fraction"),
+        (True, val, test),
         strict=True,
     ):
-        if count < need:
+        if cut and count < cfg.window + cfg.horizon:
             fix = f"raise task.{key}, " if key else "lower val/test_fraction, "
+            who = "" if name is None else f"series {name!r} ({n} rows): "
+            drop = "" if name is None else ", or drop this series"
             raise DataError(
-                f"{cfg.path}: {who}the {part} part has {count} rows, fewer than task.window + "
-                f"task.horizon = {need} for one window; {fix}lower task.window or add rows{drop}"
+                f"{path}: {who}the {part} part has {count} rows, fewer than task.window + "
+                f"task.horizon = {cfg.window + cfg.horizon} for one window; {fix}lower "
+                f"task.window or add rows{drop}"
             )
     bounds = np.cumsum(sizes)[:-1]
-    train, val, test = np.split(rows, bounds)
-    return train, val, test
+    train, val_rows, test_rows = np.split(rows, bounds)
+    return train, val_rows, test_rows
+
+
+def _check_length(cfg: CsvData, path: str, name: str | None, n: int) -> None:
+    """A series (part) needs `window + horizon` rows for one window."""
+    need = cfg.window + cfg.horizon
+    if n >= need:
+        return
+    who = "" if name is None else f"series {name!r} ({n} rows): "
+    drop = "" if name is None else ", or drop this series"
+    raise DataError(
+        f"{path}: {who}too few rows for one window: {n} data rows, but task.window + "
+        f"task.horizon = {need}; lower them or provide more rows{drop}"
+    )
 
 
 def _normalized(values: np.ndarray, parts: list[Parts], how: bool | str) -> np.ndarray:

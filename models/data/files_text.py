@@ -2,6 +2,7 @@
 
 Vocabularies (and tag sets) come from the training split only; rarer training tokens and tokens
 never seen in training become `<unk>`, so validation text never shapes the model's input space.
+A validation or test tag that training never saw is kept as the target `UNSEEN`: always wrong.
 """
 
 from __future__ import annotations
@@ -9,16 +10,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.data.base import DataInfo, Split, TaskData
+from models.data.base import PAD_TARGET, UNSEEN, DataInfo, Split, TaskData
 from models.data.config import TaggedData, TextData
-from models.data.files import build_vocab, check_positive, read_text, shuffled_split, split_sizes
+from models.data.files import (
+    SPLIT_KEYS,
+    build_vocab,
+    carve_sizes,
+    check_positive,
+    named_files,
+    part_label,
+    read_text,
+    shuffled_split,
+    split_sizes,
+    unseen_labels,
+)
 from models.errors import DataError
 
 UNK, EOS, PAD = "<unk>", "<eos>", "<pad>"
 
 
-def load_text(cfg: TextData) -> TaskData:
-    """Token streams (1-D long) of the file's first (1 - val - test) part, then val, then test.
+def load_text(cfg: TextData, with_test: bool = True) -> TaskData:
+    """Token streams (1-D long): one file's first (1 - val - test) part, then val, then test; or
+    pre-split files, validation carved from the end of the training file if no file is given.
 
     char: every character is a token, newlines included. word: whitespace-separated words, plus
     `<eos>` at the end of every line (as in the Penn Treebank language-model files).
@@ -27,65 +40,106 @@ def load_text(cfg: TextData) -> TaskData:
     check_positive(cfg.min_freq, "min_freq")
     if cfg.level not in ("char", "word"):
         raise DataError(f"task.level must be 'char' or 'word', got {cfg.level!r}")
-    text = read_text(cfg.path).replace("\r\n", "\n")
-    if cfg.level == "char":
-        tokens = list(text)
+    files = named_files(cfg)
+    if "path" in files:
+        tokens = _tokens(cfg.path, cfg.level)
+        sizes = split_sizes(len(tokens), cfg.val_fraction, cfg.test_fraction, cfg.path, "tokens")
+        parts: list[list[str] | None] = _consecutive(tokens, sizes)
     else:
-        tokens = [w for line in text.splitlines() for w in (*line.split(), EOS)]
-    sizes = split_sizes(len(tokens), cfg.val_fraction, cfg.test_fraction, cfg.path, "tokens")
-    for name, count in zip(("training", "validation", "test"), sizes, strict=True):
-        if count < cfg.seq_len + 1:
+        tokens = _tokens(files["train"], cfg.level)
+        if "val" in files:
+            parts = [tokens, _tokens(files["val"], cfg.level)]
+        else:
+            sizes = (*carve_sizes(len(tokens), cfg.val_fraction, files["train"], "tokens"), 0)
+            parts = _consecutive(tokens, sizes)[:2]
+        read_test = with_test and "test" in files
+        parts.append(_tokens(files["test"], cfg.level) if read_test else None)
+    for split, part in zip(SPLIT_KEYS, parts, strict=True):
+        if part is not None and len(part) < cfg.seq_len + 1:
             raise DataError(
-                f"{cfg.path}: text too short for one window: the {name} part has {count} "
+                f"{part_label(files, split)}: text too short for one window: {len(part)} "
                 f"{cfg.level} tokens, fewer than task.seq_len + 1 = {cfg.seq_len + 1}; lower "
                 "task.seq_len, change task.val_fraction / task.test_fraction, or add text"
             )
-    n_train, n_val, _ = sizes
-    vocab = build_vocab(tokens[:n_train], cfg.min_freq, (UNK,))
-    unk = vocab[UNK]
-    ids = torch.tensor([vocab.get(t, unk) for t in tokens], dtype=torch.long)  # (n_tokens,)
-    train, val, test = ids[:n_train], ids[n_train : n_train + n_val], ids[n_train + n_val :]
+    vocab = build_vocab(parts[0], cfg.min_freq, (UNK,))  # type: ignore[arg-type]
+    streams = [None if p is None else Split(_ids(p, vocab), None, None) for p in parts]
     info = DataInfo(
-        "language_model", None, len(vocab), len(vocab), cfg.seq_len, n_train,
+        "language_model", None, len(vocab), len(vocab), cfg.seq_len, len(parts[0]),  # type: ignore[arg-type]
         level=cfg.level, vocab=tuple(vocab),
     )  # fmt: skip
-    return TaskData(info, *(Split(s.clone(), None, None) for s in (train, val, test)))
+    return TaskData(info, *streams)  # type: ignore[arg-type]
 
 
-def load_tagged(cfg: TaggedData) -> TaskData:
+def _tokens(path: str, level: str) -> list[str]:
+    text = read_text(path).replace("\r\n", "\n")
+    if level == "char":
+        return list(text)
+    return [w for line in text.splitlines() for w in (*line.split(), EOS)]
+
+
+def _consecutive(items: list, sizes: tuple[int, int, int]) -> list:
+    """The first sizes[0] items, the next sizes[1], the rest: a split in order."""
+    n_train, n_val, _ = sizes
+    return [items[:n_train], items[n_train : n_train + n_val], items[n_train + n_val :]]
+
+
+def _ids(tokens: list[str], vocab: dict[str, int]) -> torch.Tensor:
+    unk = vocab[UNK]
+    return torch.tensor([vocab.get(t, unk) for t in tokens], dtype=torch.long)  # (n_tokens,)
+
+
+def load_tagged(cfg: TaggedData, with_test: bool = True) -> TaskData:
     """Padded sentences: inputs (N, T) token ids (0 = `<pad>`), targets (N, T) tag ids with -100
-    on padding, lengths (N,). Sentences are shuffled into the splits with `cfg.seed`."""
+    on padding and `UNSEEN` for a tag training never saw, lengths (N,). One file's sentences are
+    shuffled into the splits with `cfg.seed`; so are a training file's when val is carved from it."""
     check_positive(cfg.min_freq, "min_freq")
-    sentences = _sentences(cfg.path, cfg.lowercase)
-    sizes = split_sizes(len(sentences), cfg.val_fraction, cfg.test_fraction, cfg.path, "sentences")
-    parts = [[sentences[i] for i in idx] for idx in shuffled_split(len(sentences), sizes, cfg.seed)]
-    vocab = build_vocab((tok for s in parts[0] for tok, _, _ in s), cfg.min_freq, (PAD, UNK))
-    tags = sorted({tag for s in parts[0] for _, tag, _ in s})
+    files = named_files(cfg)
+    if "path" in files:
+        sentences = _sentences(cfg.path, cfg.lowercase)
+        n = len(sentences)
+        sizes = split_sizes(n, cfg.val_fraction, cfg.test_fraction, cfg.path, "sentences")
+        parts: list[list | None] = [[sentences[i] for i in idx] for idx in shuffled_split(n, sizes, cfg.seed)]  # fmt: skip
+    else:
+        train = _sentences(files["train"], cfg.lowercase)
+        if "val" in files:
+            parts = [train, _sentences(files["val"], cfg.lowercase)]
+        else:
+            n_train, n_val = carve_sizes(len(train), cfg.val_fraction, files["train"], "sentences")
+            split = shuffled_split(len(train), (n_train, n_val, 0), cfg.seed)
+            parts = [[train[i] for i in idx] for idx in split[:2]]
+        read_test = with_test and "test" in files
+        parts.append(_sentences(files["test"], cfg.lowercase) if read_test else None)
+    return _tagged_task(cfg, files, parts)
+
+
+def _tagged_task(cfg: TaggedData, files: dict[str, str], parts: list[list | None]) -> TaskData:
+    vocab = build_vocab((tok for s in parts[0] for tok, _, _ in s), cfg.min_freq, (PAD, UNK))  # type: ignore[union-attr]
+    tags = sorted({tag for s in parts[0] for _, tag, _ in s})  # type: ignore[union-attr]
     tag_ids = {t: i for i, t in enumerate(tags)}
-    for part, name in zip(parts[1:], ("validation", "test"), strict=True):
-        for tok, tag, line in (item for s in part for item in s):
-            if tag not in tag_ids:
-                raise DataError(
-                    f"{cfg.path}, line {line}: tag {tag!r} (token {tok!r}, in the {name} split) "
-                    f"never occurs in the training split, whose tags are {', '.join(tags)}; "
-                    "the tag set comes from training: change task.seed or add sentences with it"
-                )
-    max_len = max(len(s) for s in sentences)
+    unseen = [
+        u
+        for split, part in zip(("val", "test"), parts[1:], strict=True)
+        if part is not None
+        for u in unseen_labels((t for s in part for _, t, _ in s), tags, part_label(files, split))
+    ]
+    max_len = max(len(s) for part in parts[:2] for s in part)  # type: ignore[union-attr]
 
     def split(part: list[list[tuple[str, str, int]]]) -> Split:
-        inputs = np.full((len(part), max_len), vocab[PAD], dtype=np.int64)
-        targets = np.full((len(part), max_len), -100, dtype=np.int64)
+        width = max(len(s) for s in part)
+        inputs = np.full((len(part), width), vocab[PAD], dtype=np.int64)
+        targets = np.full((len(part), width), PAD_TARGET, dtype=np.int64)
         for i, sentence in enumerate(part):
             inputs[i, : len(sentence)] = [vocab.get(tok, vocab[UNK]) for tok, _, _ in sentence]
-            targets[i, : len(sentence)] = [tag_ids[tag] for _, tag, _ in sentence]
+            targets[i, : len(sentence)] = [tag_ids.get(tag, UNSEEN) for _, tag, _ in sentence]
         lengths = torch.tensor([len(s) for s in part], dtype=torch.long)
         return Split(torch.from_numpy(inputs), torch.from_numpy(targets), lengths)
 
     info = DataInfo(
-        "tagging", None, len(vocab), len(tags), max_len, sizes[0], vocab=tuple(vocab),
+        "tagging", None, len(vocab), len(tags), max_len, len(parts[0]), vocab=tuple(vocab),  # type: ignore[arg-type]
         labels=tuple(tags),
     )  # fmt: skip
-    return TaskData(info, *(split(p) for p in parts))
+    splits = [None if p is None else split(p) for p in parts]
+    return TaskData(info, *splits, unseen=tuple(unseen))  # type: ignore[arg-type]
 
 
 def _sentences(path: str, lowercase: bool) -> list[list[tuple[str, str, int]]]:
