@@ -72,10 +72,16 @@ def load_task(cfg: DataConfig, with_test: bool = True) -> TaskData:
     return loaders[source](cfg)
 
 
-@functools.lru_cache(maxsize=4)
 def task_data(cfg: DataConfig, with_test: bool = False) -> TaskData:
     """`load_task(cfg, with_test)`, loaded once per process (the last four are kept). Trials leave
     a separate test file unread (the default); `validate` and `retrain` read it."""
+    # Only a separate test file makes `with_test` matter; one cache key otherwise.
+    separate_test = cfg.source in FILE_SOURCES and getattr(cfg, "test", None) is not None
+    return _cached_task_data(cfg, with_test and separate_test)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_task_data(cfg: DataConfig, with_test: bool) -> TaskData:
     return load_task(cfg, with_test)
 
 
