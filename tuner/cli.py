@@ -16,6 +16,9 @@ from tuner.urls import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, absolute_sqlite
 
 STORAGE_ENV = "RNN_TUNER_STORAGE"
 TRACKING_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own convention
+# The worker's index among the study's workers, as a cluster numbers them: a Kubernetes Indexed
+# Job's pod, a Slurm job-array task. It tags the worker's trial runs and its output lines.
+WORKER_INDEX_ENVS = ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID")
 
 _storage_option = click.option(
     "--storage",
@@ -51,6 +54,21 @@ def _storage(cli_value: str | None, file_value: str | None = None) -> str:
 def _tracking_uri(cli_value: str | None, file_value: str | None) -> str:
     uri = cli_value or os.environ.get(TRACKING_ENV) or file_value or DEFAULT_TRACKING_URI
     return absolute_sqlite(uri)
+
+
+def _cluster_worker_index() -> int | None:
+    for var in WORKER_INDEX_ENVS:
+        value = os.environ.get(var)
+        if value is None:
+            continue
+        if not value.isdigit():
+            _fail(
+                f"{var}={value!r} is not a worker index (a whole number >= 0); unset it, or "
+                "let the Kubernetes Job or Slurm array that runs this worker set it",
+                code=2,
+            )
+        return int(value)
+    return None
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -141,6 +159,7 @@ def run(
         timeout=timeout or cfg.budget.timeout,
         study_file=study_file,
         max_trials=max_trials or cfg.budget.max_trials,
+        worker_index=_cluster_worker_index(),
     )
     if workers > 1 and is_sqlite(req.storage):
         _fail(
@@ -171,7 +190,8 @@ def run(
         summary = run_worker(req)
     except (StorageError, TrackingError, ValueError) as e:
         _fail(str(e))
-    click.echo(summary.line())
+    prefix = "" if req.worker_index is None else f"[w{req.worker_index}] "
+    click.echo(prefix + summary.line())
     if summary.interrupted_by == "SIGINT":
         click.echo(
             "interrupted: the running trial was recorded as failed; run again to resume", err=True

@@ -29,7 +29,7 @@ class RunRequest:
     timeout: float | None = None  # seconds after which no new trial starts
     study_file: Path | None = None  # logged as an artifact of a new parent run
     progress: bool = True
-    worker_index: int | None = None  # set in `--workers N` processes: GPU choice, output tag
+    worker_index: int | None = None  # a cluster's or --workers' index: GPU, tags, output
 
 
 @dataclass
@@ -80,7 +80,10 @@ def _worker(req: RunRequest, index: int, n_workers: int, shared: Any) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
     from tuner.worker import run_worker
 
-    req.worker_index = index  # its GPU, where there are GPUs; its tag in the progress lines
+    # Its GPU, where there are GPUs, and its tag; under a cluster's index k (a Slurm array task
+    # or Indexed Job pod running --workers N), k*N + index, unique across the study's workers.
+    base = req.worker_index
+    req.worker_index = index if base is None else base * n_workers + index
     summary = run_worker(req, shared)
-    print(f"[w{index}] {summary.line()}", flush=True)
+    print(f"[w{req.worker_index}] {summary.line()}", flush=True)
     sys.exit(130 if summary.interrupted_by == "SIGINT" else 0)

@@ -98,6 +98,8 @@ class Objective:
             "sampler": cfg.sampler.name,
             "pruner": cfg.pruner_name,
         }
+        if worker_index is not None:  # which worker ran it: find its log line, its machine
+            self.tags["rnn_tuner.worker"] = str(worker_index)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         settings, _ = suggest(trial, self.cfg)

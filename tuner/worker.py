@@ -268,6 +268,7 @@ class _Progress:
         from tqdm import tqdm
 
         self.summary = summary
+        self.prefix = "" if req.worker_index is None else f"[w{req.worker_index}] "
         self.tty = sys.stderr.isatty()
         self.bar = tqdm(total=req.n_trials, unit="trial", disable=not self.tty, file=sys.stderr)
         self.started = time.perf_counter()
@@ -287,7 +288,7 @@ class _Progress:
         value = "" if trial.values is None else f" {_fmt(trial.values)}"
         reason = trial.user_attrs.get("fail_reason", "") if trial.state == TrialState.FAIL else ""
         print(
-            f"trial {trial.number} {trial.state.name}{value}{' - ' + reason if reason else ''} | "
+            f"{self.prefix}trial {trial.number} {trial.state.name}{value}{' - ' + reason if reason else ''} | "
             f"{counts} | best {best_text} | {time.perf_counter() - self.started:.0f}s",
             file=sys.stderr,
             flush=True,
