@@ -231,6 +231,8 @@ def _quiet_libraries() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # Lightning says this at every fit wherever Slurm's srun is installed; a trial is one process.
+    warnings.filterwarnings("ignore", message="The `srun` command is available")
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 

@@ -160,7 +160,11 @@ def _best(result: TrainResult, metric: str, direction: str) -> float:
 def _device(worker_index: int | None) -> dict[str, Any]:
     """Workers of one machine share its GPUs round robin; without GPUs, Lightning's own choice."""
     import torch
+    from pytorch_lightning.plugins.environments import LightningEnvironment
 
+    # A trial is one process, whatever started the worker: without this, Lightning takes a Slurm
+    # job for a multi-process launch, warns about srun each trial and requeues on SIGUSR1.
+    single = {"plugins": [LightningEnvironment()]}
     if worker_index is None or not torch.cuda.is_available():
-        return {}
-    return {"accelerator": "gpu", "devices": [worker_index % torch.cuda.device_count()]}
+        return single
+    return {**single, "accelerator": "gpu", "devices": [worker_index % torch.cuda.device_count()]}

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
 from optuna.storages import RDBStorage
 
 from tuner.config import StudyConfig
@@ -114,20 +115,35 @@ def make_storage(
             "pool_recycle": 1800,
             "connect_args": {"connect_timeout": 10},
         }
-    try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=stale_trial_callback,
-        )
-    except Exception as e:  # noqa: BLE001 - SQLAlchemy and driver errors vary by backend
-        raise StorageError(
-            f"cannot open the study database {redact(url)}: {redact(str(e).splitlines()[0])}. "
-            "Check that the server is running and the URL (--storage, RNN_TUNER_STORAGE or "
-            "study.storage) is right."
-        ) from e
+    for attempt in range(_SCHEMA_RACE_RETRIES):
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=stale_trial_callback,
+            )
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError) as e:
+            # Workers that start together on an empty database (a Slurm array, an Indexed Job)
+            # all create Optuna's tables; the losers hit a duplicate. The tables exist next time.
+            if attempt == _SCHEMA_RACE_RETRIES - 1:
+                raise _open_error(url, e) from e
+            time.sleep(1.0)
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy and driver errors vary by backend
+            raise _open_error(url, e) from e
+    raise AssertionError("unreachable")
+
+
+_SCHEMA_RACE_RETRIES = 5
+
+
+def _open_error(url: str, e: Exception) -> StorageError:
+    return StorageError(
+        f"cannot open the study database {redact(url)}: {redact(str(e).splitlines()[0])}. "
+        "Check that the server is running and the URL (--storage, RNN_TUNER_STORAGE or "
+        "study.storage) is right."
+    )
 
 
 def open_study(cfg: StudyConfig, storage: RDBStorage, name: str) -> tuple[optuna.Study, bool]:
