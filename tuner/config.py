@@ -240,6 +240,15 @@ class StudyConfig(_Strict):
     tracking: Tracking = Field(default_factory=Tracking, description="The MLflow side.")
     seed: int = Field(default=0, description="Seeds the sampler.")
 
+    @field_validator("task", mode="before")
+    @classmethod
+    def _loader_options(cls, value: Any) -> Any:
+        """A python loader's task keys other than source and loader are its keyword arguments."""
+        if isinstance(value, dict) and value.get("source") == "python":
+            own = {k: value[k] for k in ("source", "loader") if k in value}
+            return {**own, "options": {k: v for k, v in value.items() if k not in own}}
+        return value
+
     @field_validator(
         "objective", mode="before", json_schema_input_type=str | Objective | list[Objective]
     )
@@ -270,7 +279,16 @@ class StudyConfig(_Strict):
     def task_kind(self) -> str:
         if self.task.source == "npz":
             return self.task.target  # type: ignore[union-attr]
+        if self.task.source == "python":  # the loader says; it runs once per process
+            return task_data(self.task).info.task
         return SOURCE_TASK[self.task.source]
+
+    @property
+    def task_level(self) -> str | None:
+        """A language model's token level (char or word), else None."""
+        if self.task.source == "python":
+            return task_data(self.task).info.level
+        return getattr(self.task, "level", None)
 
     def base_settings(self) -> Settings:
         """Settings shared by every trial: defaults, then `fixed`, then the budget."""
@@ -479,7 +497,11 @@ def _known_fields(s: Settings) -> dict[str, Any]:
 
 
 def _check_objectives(cfg: StudyConfig) -> list[str]:
-    valid = (*val_metric_names(cfg.task_kind, baselines=naive_baselines(cfg.task)), "n_params")
+    try:
+        kind = cfg.task_kind
+    except DataError:  # a loader that fails: the data check reports it
+        return []
+    valid = (*val_metric_names(kind, baselines=naive_baselines(cfg.task)), "n_params")
     problems = []
     for i, obj in enumerate(cfg.objectives):
         where = "objective" if len(cfg.objectives) == 1 else f"objective.{i}"
@@ -494,7 +516,7 @@ def _check_objectives(cfg: StudyConfig) -> list[str]:
             )
             continue
         level = None if obj.metric == "n_params" else metric(obj.metric).level
-        if level is not None and getattr(cfg.task, "level", None) != level:
+        if level is not None and cfg.task_level != level:
             problems.append(f"{where}.metric: {obj.metric} needs task.level: {level}")
     if len(cfg.objectives) == 1 and cfg.objectives[0].metric == "n_params":
         problems.append(
@@ -539,8 +561,8 @@ def _check_data(cfg: StudyConfig, base: Settings, read_test: bool) -> list[str]:
     if shape is None:
         try:
             info = task_data(task, read_test).info
-        except DataError as e:
-            return [f"task: {e}"]
+        except DataError as e:  # messages that start with a key path keep it as theirs
+            return [str(e) if str(e).startswith("task.") else f"task: {e}"]
         shape = (info.max_len, info.n_train)
     max_len, n_train = shape
     problems = []

@@ -25,6 +25,7 @@ from models.data.config import (
     CsvData,
     DataConfig,
     NpzData,
+    PythonData,
     SineData,
     TaggedData,
     TextData,
@@ -43,6 +44,7 @@ def _loaders() -> dict[str, Callable[[Any], TaskData]]:
     from models.data.files_csv import load_csv
     from models.data.files_npz import load_npz
     from models.data.files_text import load_tagged, load_text
+    from models.data.loader import load_python
     from models.data.synthetic import load_adding, load_copy, load_sine
 
     return {
@@ -53,6 +55,7 @@ def _loaders() -> dict[str, Callable[[Any], TaskData]]:
         "csv": load_csv,
         "text": load_text,
         "tagged": load_tagged,
+        "python": load_python,
     }
 
 
@@ -120,6 +123,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "FILE_SOURCES", "SOURCES", "UNSEEN", "AddingData", "Batch", "CopyData", "CsvData", "DataConfig", "DataInfo",
-    "NpzData", "SequenceDataModule", "SineData", "Split", "TaggedData", "TaskData", "TextData",
+    "NpzData", "PythonData", "SequenceDataModule", "SineData", "Split", "TaggedData", "TaskData", "TextData",
     "UnseenLabel", "data_shape", "load_task", "task_data", "unseen_warning",
 ]  # fmt: skip

@@ -11,7 +11,7 @@ pre-split files: `train` and optionally `val` (else carved from `train` by `val_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 # Read by pydantic when the tuner validates a study file: an unknown key is an error, and the
@@ -216,10 +216,33 @@ class TaggedData:
     """Shuffles the sentences into the splits."""
 
 
-DataConfig = AddingData | CopyData | SineData | NpzData | CsvData | TextData | TaggedData
+@dataclass(frozen=True)
+class PythonData:
+    """Your own loader: `loader: "package.module:function"`, called with the task block's other
+    keys (gathered in `options`) and returning the splits as models.data.contract describes."""
+
+    # Every other key of the task block is the loader's: the schema allows them (the tuner
+    # gathers them into `options` before checking the block).
+    __pydantic_config__: ClassVar[dict[str, Any]] = {
+        **_STRICT,
+        "json_schema_extra": {"additionalProperties": True},
+    }
+
+    loader: str
+    """`package.module:function`, importable from the working directory or an installed package."""
+    options: dict[str, Any] = field(default_factory=dict, hash=False)  # values may be lists
+    """The task block's other keys, passed to the loader as keyword arguments; write them
+    directly in the task block."""
+    source: Literal["python"] = "python"
+    """Your own loader (a Python function)."""
+
+
+DataConfig = (
+    AddingData | CopyData | SineData | NpzData | CsvData | TextData | TaggedData | PythonData
+)
 SOURCES: dict[str, type] = {
     c.__dataclass_fields__["source"].default: c  # type: ignore[attr-defined]
-    for c in (AddingData, CopyData, SineData, NpzData, CsvData, TextData, TaggedData)
+    for c in (AddingData, CopyData, SineData, NpzData, CsvData, TextData, TaggedData, PythonData)
 }
 
 
