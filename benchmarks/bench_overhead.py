@@ -152,9 +152,9 @@ def tuner_trial(s: Settings, data_cfg, workdir: Path, round_: int) -> float:  # 
     import optuna
 
     from tuner.config import parse_study
+    from tuner.interrupts import Interrupts
     from tuner.objective import Objective
     from tuner.tracking import Tracker
-    from tuner.worker import Interrupts
 
     fixed = {k: v for k, v in s.to_dict().items() if k not in ("max_epochs", "lr")}
     cfg = parse_study(

@@ -41,7 +41,7 @@ from benchmarks.common import (
 )
 from tuner.budget import TrialBudget
 from tuner.config import parse_study
-from tuner.launch import RunRequest
+from tuner.request import RunRequest
 from tuner.tracking import Tracker
 from tuner.worker import run_worker
 

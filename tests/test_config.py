@@ -151,3 +151,44 @@ def test_a_file_without_objective_optimises_the_validation_loss():
     del study["objective"]
     cfg = parse_study(study)
     assert [o.metric for o in cfg.objectives] == ["val_loss"] and cfg.directions == ["minimize"]
+
+
+@pytest.mark.parametrize("metrics", [["n_params", "n_params"], ["val_mse", "val_mse"]])
+def test_an_objective_named_twice_is_refused_before_any_trial(tmp_path: Path, metrics):
+    study = tiny_study(objective=[{"metric": m} for m in metrics], pruner=None)
+    result = validate(write_study(tmp_path / "twice.yaml", study))
+    assert result.exit_code == 2, result.output
+    assert f"objective.1.metric: '{metrics[0]}' is already objective.0" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_primary_objective_is_the_first_that_is_not_the_network_size():
+    def primary(*metrics):
+        return parse_study(
+            tiny_study(objective=[{"metric": m} for m in metrics], pruner=None)
+        ).primary_metric
+
+    assert primary("val_mse") == "val_mse"
+    assert primary("n_params", "val_mae") == "val_mae"
+    assert primary("val_mae", "n_params", "val_mse") == "val_mae"
+
+
+def test_when_conditions_accept_exactly_the_operators_the_sampler_applies():
+    from tuner.config import COMPARISONS
+
+    study = tiny_study(
+        fixed={"batch_size": 32, "patience": None, "optimizer": "sgd"},
+        search={
+            "num_layers": {"type": "int", "low": 1, "high": 3},
+            "dropout": {
+                "type": "float",
+                "low": 0.0,
+                "high": 0.5,
+                "when": {"num_layers": {"over": 1}},
+            },
+        },
+    )
+    with pytest.raises(StudyFileError) as e:
+        parse_study(study)
+    assert f"valid: {', '.join(COMPARISONS)}" in str(e.value)
+    assert "eq, ne, gt, ge, lt, le, in" in str(e.value)

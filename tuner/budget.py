@@ -1,5 +1,6 @@
-"""A trial budget shared by every worker of a study, on every machine: `--max-trials M` gives
-exactly M trials, however many workers race for the last ones.
+"""Whether a worker may start one more trial: `--max-trials M` (the study's total, shared by every
+worker on every machine: exactly M trials, however many workers race for the last ones) and
+`--n-trials N` (this command's own trials, shared by its local workers).
 
 The count lives in a one-row-per-study table next to Optuna's own, in the same database; a slot
 is claimed by one atomic conditional UPDATE, so no lock is held while a trial runs.
@@ -8,9 +9,13 @@ is claimed by one atomic conditional UPDATE, so no lock is held while a trial ru
 from __future__ import annotations
 
 import contextlib
+import enum
+from typing import Any
 
 import sqlalchemy as sa
 from optuna.trial import TrialState
+
+from tuner.study import has_running_trials
 
 _TABLE = sa.Table(
     "rnn_tuner_budget",
@@ -73,3 +78,40 @@ def trials_counted(study) -> int:  # noqa: ANN001 - optuna.Study
     """Trials that use a slot: all but those waiting to run (enqueued ones and retries)."""
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
     return len(study.get_trials(deepcopy=False, states=states))
+
+
+class Claim(enum.Enum):
+    RUN = "run"  # a slot is taken: start a trial
+    WAIT = "wait"  # spent, unless a running trial's worker dies and its retry needs a worker
+    STOP = "stop"  # spent: this worker is done
+
+
+class Slots:
+    """Both budgets at once: the study's (`budget`, None without --max-trials) and this
+    command's (`limit` trials, counted in `shared`, a multiprocessing.Value of the local workers,
+    or in this process alone)."""
+
+    def __init__(
+        self, budget: TrialBudget | None, limit: int | None, shared: Any, study: Any
+    ) -> None:
+        self.budget, self.limit, self.shared, self.study = budget, limit, shared, study
+        self.local = 0
+
+    def claim(self) -> Claim:
+        if self.budget is not None and not self.budget.claim():
+            return Claim.WAIT if has_running_trials(self.study) else Claim.STOP
+        if not self._claim_local():
+            if self.budget is not None:
+                self.budget.release()
+            return Claim.STOP
+        return Claim.RUN
+
+    def _claim_local(self) -> bool:
+        if self.limit is None:
+            return True
+        if self.shared is None:
+            self.local += 1
+            return self.local <= self.limit
+        with self.shared.get_lock():
+            self.shared.value += 1
+            return self.shared.value <= self.limit

@@ -146,9 +146,8 @@ def run(
     cfg = _load(study_file)
     mlflow_defaults()
     _quiet_libraries()
-
-    from tuner.launch import RunRequest, run_workers
-    from tuner.urls import is_sqlite, redact
+    from tuner.request import RunRequest
+    from tuner.urls import redact
 
     req = RunRequest(
         cfg=cfg,
@@ -161,27 +160,42 @@ def run(
         max_trials=max_trials or cfg.budget.max_trials,
         worker_index=_cluster_worker_index(),
     )
-    if workers > 1 and is_sqlite(req.storage):
-        _fail(
-            f"--workers {workers} needs a database that several processes can write at once; "
-            f"{redact(req.storage)} is SQLite, which is for one process. Use a PostgreSQL URL "
-            "(--storage postgresql+psycopg://USER:PASSWORD@HOST:5432/DB, see docs/team.md), "
-            "or run one worker.",
-            code=2,
-        )
+    _refuse_sqlite_for_many(req.storage, workers)
     click.echo(
         f"study {req.study_name!r} in {redact(req.storage)}; MLflow at {redact(req.tracking_uri)}",
         err=True,
     )
-    if workers > 1:
-        _preflight(req)
-        code = run_workers(req, workers)
-        if code == 130:
-            click.echo(
-                "interrupted: running trials were recorded as failed; run again to resume", err=True
-            )
-        sys.exit(code)
+    sys.exit(_run_many(req, workers) if workers > 1 else _run_one(req))
 
+
+def _refuse_sqlite_for_many(storage: str, workers: int) -> None:
+    from tuner.urls import is_sqlite, redact
+
+    if workers > 1 and is_sqlite(storage):
+        _fail(
+            f"--workers {workers} needs a database that several processes can write at once; "
+            f"{redact(storage)} is SQLite, which is for one process. Use a PostgreSQL URL "
+            "(--storage postgresql+psycopg://USER:PASSWORD@HOST:5432/DB, see docs/team.md), "
+            "or run one worker.",
+            code=2,
+        )
+
+
+def _run_many(req, workers: int) -> int:  # noqa: ANN001 - RunRequest
+    """`workers` processes on this machine; returns the command's exit code."""
+    from tuner.launch import run_workers
+
+    _preflight(req)
+    code = run_workers(req, workers)
+    if code == 130:
+        click.echo(
+            "interrupted: running trials were recorded as failed; run again to resume", err=True
+        )
+    return code
+
+
+def _run_one(req) -> int:  # noqa: ANN001 - RunRequest
+    """The worker in this process; returns the command's exit code."""
     from tuner.study import StorageError
     from tuner.tracking import TrackingError
     from tuner.worker import run_worker
@@ -196,7 +210,8 @@ def run(
         click.echo(
             "interrupted: the running trial was recorded as failed; run again to resume", err=True
         )
-        sys.exit(130)
+        return 130
+    return 0
 
 
 def _preflight(req) -> None:  # noqa: ANN001 - RunRequest

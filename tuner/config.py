@@ -18,6 +18,8 @@ collect every problem before raising, so a file with three mistakes gets one mes
 from __future__ import annotations
 
 import functools
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -39,9 +41,8 @@ from models.data.config import SOURCES, DataConfig, naive_baselines
 from models.data.files import named_files
 from models.errors import DataError
 from models.metrics import METRIC_MODES, metric, val_metric_names
+from tuner.plugins import MULTI_OBJECTIVE_SAMPLERS, PRUNERS, SAMPLERS
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "gp", "nsgaii")
-PRUNERS = ("median", "percentile", "successive-halving", "hyperband", "threshold", "none")
 SOURCE_TASK = {
     "adding": "regression",
     "copy": "tagging",
@@ -50,7 +51,16 @@ SOURCE_TASK = {
     "text": "language_model",
     "tagged": "tagging",
 }
-COMPARISONS = ("eq", "ne", "gt", "ge", "lt", "le", "in")  # for `when:` conditions
+# The operators of a `when:` condition (tuner.space applies them).
+COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+    "in": lambda a, b: a in b,
+}
 # Settings the budget block owns, so a study has one place to look for how long trials run.
 BUDGET_KEYS = ("max_epochs",)
 
@@ -270,6 +280,15 @@ class StudyConfig(_Strict):
         return [o.direction or _natural_direction(o.metric) for o in self.objectives]
 
     @property
+    def primary_index(self) -> int:
+        """The objective that pruning, plots, the best trial and retraining go by."""
+        return primary_index([o.metric for o in self.objectives])
+
+    @property
+    def primary_metric(self) -> str:
+        return self.objectives[self.primary_index].metric
+
+    @property
     def pruner_name(self) -> str:
         if self.pruner is not None:
             return self.pruner.name
@@ -296,6 +315,12 @@ class StudyConfig(_Strict):
 
     def experiment_name(self) -> str:
         return self.tracking.experiment or self.study.name
+
+
+def primary_index(metrics: Sequence[str]) -> int:
+    """The primary objective: the first that is not n_params (a network's size is a trade-off
+    to weigh, not what it learned), else the first."""
+    return next((i for i, m in enumerate(metrics) if m != "n_params"), 0)
 
 
 def _natural_direction(name: str) -> str:
@@ -518,6 +543,13 @@ def _check_objectives(cfg: StudyConfig) -> list[str]:
         level = None if obj.metric == "n_params" else metric(obj.metric).level
         if level is not None and cfg.task_level != level:
             problems.append(f"{where}.metric: {obj.metric} needs task.level: {level}")
+    metrics = [o.metric for o in cfg.objectives]
+    problems += [
+        f"objective.{i}.metric: {m!r} is already objective.{metrics.index(m)}; "
+        "name each metric once"
+        for i, m in enumerate(metrics)
+        if metrics.index(m) < i
+    ]
     if len(cfg.objectives) == 1 and cfg.objectives[0].metric == "n_params":
         problems.append(
             "objective.metric: n_params alone needs no training; pair it with a val_ metric"
@@ -538,7 +570,7 @@ def _check_plugins(cfg: StudyConfig) -> list[str]:
     multi = len(cfg.objectives) > 1
     if multi and cfg.pruner_name != "none":
         problems.append("pruner.name: Optuna cannot prune multi-objective studies; use `none`")
-    if multi and cfg.sampler.name not in ("nsgaii", "tpe", "random", "grid", "qmc", "gp"):
+    if multi and cfg.sampler.name not in MULTI_OBJECTIVE_SAMPLERS:
         problems.append(
             f"sampler.name: {cfg.sampler.name} handles one objective; use nsgaii or tpe"
         )

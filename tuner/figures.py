@@ -27,6 +27,8 @@ from matplotlib.ticker import MaxNLocator
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.config import primary_index
+
 log = logging.getLogger(__name__)
 
 STYLE = "ggplot"  # Optuna's matplotlib plots set it; ours match
@@ -69,8 +71,8 @@ class Objective:
 
 
 def shown_objective(study: optuna.Study, objectives: Sequence[str]) -> Objective:
-    """The first objective that is a validation metric (`n_params` is a size, not a score)."""
-    index = next((i for i, m in enumerate(objectives) if m != "n_params"), 0)
+    """The primary objective (tuner.config.primary_index), the one the figures show."""
+    index = primary_index(objectives)
     several = len(objectives) > 1
     return Objective(objectives[index], index, study.directions[index], several)
 

@@ -10,41 +10,9 @@ import multiprocessing as mp
 import os
 import signal
 import sys
-from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from tuner.config import StudyConfig
-
-
-@dataclass
-class RunRequest:
-    cfg: StudyConfig
-    storage: str
-    tracking_uri: str
-    study_name: str
-    n_trials: int | None = None  # trials this command runs; None: until timeout or Ctrl-C
-    max_trials: int | None = None  # the study's trials in all, across every worker anywhere
-    timeout: float | None = None  # seconds after which no new trial starts
-    study_file: Path | None = None  # logged as an artifact of a new parent run
-    progress: bool = True
-    worker_index: int | None = None  # a cluster's or --workers' index: GPU, tags, output
-
-
-@dataclass
-class RunSummary:
-    study_name: str
-    parent_run_id: str
-    states: Counter = field(default_factory=Counter)
-    interrupted_by: str | None = None
-
-    def line(self) -> str:
-        states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.states.items()))
-        return (
-            f"study {self.study_name!r}: {states or 'no trials'} here; "
-            f"MLflow parent run {self.parent_run_id}"
-        )
+from tuner.request import RunRequest
 
 
 def run_workers(req: RunRequest, n_workers: int) -> int:

@@ -91,7 +91,7 @@ class Objective:
         self.interrupts = interrupts
         self.trainer_kwargs = _device(worker_index)
         self.metrics = [o.metric for o in cfg.objectives]
-        self.monitor = next(m for m in self.metrics if m != "n_params")
+        self.monitor = cfg.primary_metric
         self.prunes = cfg.pruner_name != "none"
         self.tags = {
             "rnn_tuner.study": cfg.study.name,

@@ -35,6 +35,7 @@ from typing import Any
 
 import optuna
 
+from tuner.config import primary_index
 from tuner.figures import (
     Curve,
     TrialRecord,
@@ -84,7 +85,7 @@ def write_report(study: optuna.Study, tracker: Tracker, parent_id: str | None = 
             f"{PARENT_ATTR}); it was not run by `rnn-tuner run`"
         )
     objectives = _objective_names(study, tracker.run_tags(parent_id).get("objective"))
-    monitor = next((m for m in objectives if m != "n_params"), objectives[0])
+    monitor = objectives[primary_index(objectives)]
     records = _trial_records(tracker, parent_id, monitor)
     params = {t.number: t.params for t in study.get_trials(deepcopy=False)}
     report = Report(parent_id)

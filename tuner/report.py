@@ -7,7 +7,7 @@ from collections import Counter
 import optuna
 import yaml
 
-from tuner.study import make_storage
+from tuner.study import best_trial, best_trials, make_storage
 from tuner.urls import redact
 
 
@@ -24,13 +24,6 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def _best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    try:
-        return [study.best_trial] if len(study.directions) == 1 else study.best_trials
-    except ValueError:
-        return []
-
-
 def status_text(storage_url: str, name: str | None) -> str:
     if name is None:
         summaries = optuna.get_all_study_summaries(make_storage(storage_url))
@@ -45,7 +38,7 @@ def status_text(storage_url: str, name: str | None) -> str:
         + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())),
         f"directions: {', '.join(d.name.lower() for d in study.directions)}",
     ]
-    for t in _best_trials(study):
+    for t in best_trials(study):
         values = ", ".join(f"{v:.6g}" for v in t.values)
         lines.append(f"best: trial {t.number} value {values}")
         lines += [f"  {k}: {v}" for k, v in t.params.items()]
@@ -54,12 +47,11 @@ def status_text(storage_url: str, name: str | None) -> str:
 
 def best_yaml(storage_url: str, name: str) -> str:
     study = load_study(storage_url, name)
-    best = _best_trials(study)
-    if not best:
+    t = best_trial(study)
+    if t is None:
         raise NoSuchStudy(
             f"study {name!r} has no complete trial yet; see `rnn-tuner status {name}`"
         )
-    t = best[0]
     values = ", ".join(f"{v:.6g}" for v in t.values)
     head = (
         f"# best trial of study {name!r}: trial {t.number}, value {values}\n"

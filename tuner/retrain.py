@@ -47,6 +47,7 @@ from models import (
 from models.config import Settings
 from models.data import task_data
 from tuner.config import StudyConfig, load_study_file
+from tuner.study import best_trial as study_best_trial
 from tuner.tracking import Tracker
 
 
@@ -116,19 +117,13 @@ def study_config(tracker: Tracker, parent_id: str, study_file: Path | None) -> S
 
 def best_trial(study: optuna.Study, cfg: StudyConfig) -> tuple[optuna.trial.FrozenTrial, int]:
     """The trial to retrain, and the index of the validation objective it is judged by."""
-    metrics = [o.metric for o in cfg.objectives]
-    index = next((i for i, m in enumerate(metrics) if m != "n_params"), 0)
-    try:
-        front = [study.best_trial] if len(study.directions) == 1 else study.best_trials
-    except ValueError:
-        front = []
-    if not front:
+    trial = study_best_trial(study, cfg.primary_index)
+    if trial is None:
         raise NoBestTrial(
             f"study {study.study_name!r} has no complete trial yet; "
             f"see `rnn-tuner status {study.study_name}`"
         )
-    pick = max if cfg.directions[index] == "maximize" else min
-    return pick(front, key=lambda t: t.values[index]), index
+    return trial, cfg.primary_index
 
 
 def retrain(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent_id: str) -> Retrained:

@@ -7,24 +7,13 @@ trial uses the fixed value or the default (e.g. momentum only for SGD).
 
 from __future__ import annotations
 
-import operator
 from dataclasses import replace
 from typing import Any
 
 import optuna
 
 from models.config import Settings
-from tuner.config import CategoricalDist, FloatDist, IntDist, StudyConfig
-
-_COMPARE = {
-    "eq": operator.eq,
-    "ne": operator.ne,
-    "gt": operator.gt,
-    "ge": operator.ge,
-    "lt": operator.lt,
-    "le": operator.le,
-    "in": lambda a, b: a in b,
-}
+from tuner.config import COMPARISONS, CategoricalDist, FloatDist, IntDist, StudyConfig
 
 
 def suggest(trial: optuna.Trial, cfg: StudyConfig) -> tuple[Settings, dict[str, Any]]:
@@ -52,7 +41,7 @@ def _holds(when: dict[str, Any], values: dict[str, Any]) -> bool:
     for name, cond in when.items():
         value = values.get(name)
         tests = cond.items() if isinstance(cond, dict) else [("eq", cond)]
-        if not all(_COMPARE[op](value, ref) for op, ref in tests):
+        if not all(COMPARISONS[op](value, ref) for op, ref in tests):
             return False
     return True
 

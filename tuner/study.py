@@ -1,23 +1,30 @@
 """Storage URL, sampler, pruner and heartbeat -> an Optuna study, created once and loaded by
 every other worker that names the same storage and study.
 
-Samplers and pruners are plain dicts from name to Optuna constructor: Optuna's own classes are the
-plug-in interface. The study file's `options:` are passed as keyword arguments.
+Samplers and pruners come from the tables in tuner.plugins. The second half reads a study back:
+its best trial(s), whether any trial runs, and a retry for calls that meet a database outage.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy as sa
 from optuna.storages import RDBStorage
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
+from tuner.plugins import PRUNERS, SAMPLERS, WARMUP_PRUNERS, Defaults, build
 from tuner.space import grid_space
 from tuner.urls import is_sqlite, redact
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attribute shared by every worker
 
@@ -27,52 +34,22 @@ class StorageError(RuntimeError):
 
 
 def make_sampler(cfg: StudyConfig, seed: int | None) -> optuna.samplers.BaseSampler:
-    s = optuna.samplers
-    options = dict(cfg.sampler.options)
-    seeded = {"seed": options.pop("seed", seed)}
-    table: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
-        # Constant liar: parallel workers do not all receive the same promising parameters.
-        "tpe": lambda: s.TPESampler(**{"constant_liar": True, **seeded, **options}),
-        "random": lambda: s.RandomSampler(**seeded, **options),
-        "grid": lambda: s.GridSampler(grid_space(cfg), **seeded, **options),
-        "cmaes": lambda: s.CmaEsSampler(**seeded, **options),
-        "qmc": lambda: s.QMCSampler(**seeded, **options),
-        "gp": lambda: s.GPSampler(**seeded, **options),
-        "nsgaii": lambda: s.NSGAIISampler(**seeded, **options),
-    }
-    return _build("sampler", cfg.sampler.name, table)
+    defaults = _defaults(cfg, seed)
+    return build("sampler", SAMPLERS, cfg.sampler.name, dict(cfg.sampler.options), defaults)
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    p = optuna.pruners
     options = dict(cfg.pruner.options) if cfg.pruner else {}
-    table: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-        "median": lambda: p.MedianPruner(
-            **{"n_startup_trials": 4, "n_warmup_steps": warmup_epochs(cfg), **options}
-        ),
-        "percentile": lambda: p.PercentilePruner(
-            **{
-                "percentile": 25.0,
-                "n_startup_trials": 4,
-                "n_warmup_steps": warmup_epochs(cfg),
-                **options,
-            }
-        ),
-        "successive-halving": lambda: p.SuccessiveHalvingPruner(**options),
-        "hyperband": lambda: p.HyperbandPruner(
-            **{"max_resource": cfg.budget.max_epochs, **options}
-        ),
-        "threshold": lambda: p.ThresholdPruner(
-            **options
-        ),  # e.g. {upper: 1.0}: stop diverging trials
-        "none": lambda: p.NopPruner(**options),
-    }
-    return _build("pruner", cfg.pruner_name, table)
+    return build("pruner", PRUNERS, cfg.pruner_name, options, _defaults(cfg, cfg.seed))
+
+
+def _defaults(cfg: StudyConfig, seed: int | None) -> Defaults:
+    return Defaults(seed, cfg.budget.max_epochs, warmup_epochs(cfg), lambda: grid_space(cfg))
 
 
 def first_prunable_epoch(cfg: StudyConfig) -> int:
     """The first epoch at which the study's pruner can prune (its warm-up), 0 if unknown."""
-    if cfg.pruner_name not in ("median", "percentile"):
+    if cfg.pruner_name not in WARMUP_PRUNERS:
         return 0
     options = cfg.pruner.options if cfg.pruner else {}
     return int(options.get("n_warmup_steps", warmup_epochs(cfg)))
@@ -86,15 +63,6 @@ def warmup_epochs(cfg: StudyConfig) -> int:
     the default search needed 0.59 of random search's epochs to match it, against 0.32 with
     half of max_epochs (benchmarks/bench_search.py, 5 seeds, max_epochs 6)."""
     return max(2, cfg.budget.max_epochs // 2)
-
-
-def _build(kind: str, name: str, table: dict[str, Callable[[], Any]]) -> Any:
-    if name not in table:
-        raise ValueError(f"unknown {kind} {name!r}; valid: {', '.join(table)}")
-    try:
-        return table[name]()
-    except TypeError as e:  # a misspelt option reaches Optuna's constructor
-        raise ValueError(f"{kind} {name}: bad option ({e}); see Optuna's documentation") from e
 
 
 def make_storage(
@@ -179,3 +147,52 @@ def wait_for_attr(study: optuna.Study, key: str, timeout: float = 30.0) -> Any:
         if value is not None or time.monotonic() > deadline:
             return value
         time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- reading a study back
+
+
+def best_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The best trial of a one-objective study, the Pareto front of a multi-objective one;
+    empty before the first complete trial."""
+    try:
+        return [study.best_trial] if len(study.directions) == 1 else study.best_trials
+    except ValueError:  # no complete trial yet
+        return []
+
+
+def best_trial(study: optuna.Study, primary: int = 0) -> FrozenTrial | None:
+    """The study's best trial: of the Pareto front, the one best on objective `primary` (the
+    first that is not n_params: `StudyConfig.primary_index`, `primary_index`)."""
+    front = best_trials(study)
+    if not front:
+        return None
+    pick = max if study.directions[primary] == StudyDirection.MAXIMIZE else min
+    return pick(front, key=lambda t: t.values[primary])
+
+
+def has_running_trials(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+# A restarted database or dropped connections: how long a worker waits before giving up.
+_DB_RETRIES, _DB_RETRY_WAIT = 12, 5.0
+
+
+def retrying(action: Callable[[], T]) -> T:
+    """`action()`, retried while the study database is unreachable; a lasting outage is fatal.
+
+    Optuna reports a dropped connection as StorageInternalError, SQLAlchemy as DBAPIError."""
+    for attempt in range(1, _DB_RETRIES + 1):
+        try:
+            return action()
+        except (sa.exc.DBAPIError, optuna.exceptions.StorageInternalError) as e:
+            first_line = redact(str(e).splitlines()[0])
+            if attempt == _DB_RETRIES:
+                raise StorageError(
+                    f"the study database stayed unreachable for {_DB_RETRIES * _DB_RETRY_WAIT:.0f}"
+                    f" s: {first_line}"
+                ) from e
+            log.warning("study database error (%s); retrying in %.0f s", first_line, _DB_RETRY_WAIT)
+            time.sleep(_DB_RETRY_WAIT)
+    raise AssertionError("unreachable")

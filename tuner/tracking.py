@@ -13,13 +13,16 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from tuner.urls import redact
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +83,18 @@ class Tracker:
     def close_parent(self, run_id: str) -> None:
         self._safely(self.client.set_terminated, run_id, "FINISHED")
 
-    def update_best(self, parent_id: str, best: Mapping[str, Any], n_finished: int) -> None:
+    def update_best(self, parent_id: str, best: FrozenTrial, n_finished: int) -> None:
         """Keep the parent's best value(s) and parameters current (params are immutable: tags)."""
         now = _now_ms()
+        names = (
+            ["value"] if len(best.values) == 1 else [f"value_{i}" for i in range(len(best.values))]
+        )
         metrics = [
-            Metric(f"best_{k}", float(v), now, n_finished) for k, v in best["values"].items()
+            Metric(f"best_{k}", float(v), now, n_finished)
+            for k, v in zip(names, best.values, strict=True)
         ]
-        tags = [RunTag("best_trial", str(best["number"]))]
-        tags += [RunTag(f"best.{k}", _text(v)) for k, v in best["params"].items()]
+        tags = [RunTag("best_trial", str(best.number))]
+        tags += [RunTag(f"best.{k}", _text(v)) for k, v in best.params.items()]
         self._safely(self.client.log_batch, parent_id, metrics=metrics, tags=tags)
 
     # ------------------------------------------------------------------ one run per trial
