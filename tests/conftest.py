@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,42 @@ def postgres_databases():
 def postgres_url(postgres_databases) -> str:
     """One fresh PostgreSQL database for the test."""
     return postgres_databases()
+
+
+def wait_for_training(
+    storage: str,
+    study: str,
+    proc: subprocess.Popen,
+    output: Callable[[], str] = lambda: "",
+    timeout: float = 120,
+) -> None:
+    """Until a trial of `study` is in training: RUNNING, its MLflow run open (the trial's
+    `mlflow_run_id` attribute, set right before training) and its first heartbeat written (a
+    worker killed before that would leave a trial no one can declare dead). Fails at once if
+    `proc` exits meanwhile. Plain SQL: opening an Optuna storage would create the tables that
+    the worker is creating at the same moment."""
+    import sqlalchemy as sa
+
+    query = sa.text(
+        "SELECT count(*) FROM trials"
+        " JOIN studies ON studies.study_id = trials.study_id"
+        " JOIN trial_user_attributes a ON a.trial_id = trials.trial_id"
+        " JOIN trial_heartbeats h ON h.trial_id = trials.trial_id"
+        " WHERE studies.study_name = :name AND trials.state = 'RUNNING'"
+        " AND a.key = 'mlflow_run_id'"
+    )
+    engine = sa.create_engine(storage)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, output()
+            try:
+                with engine.connect() as conn:
+                    if conn.execute(query, {"name": study}).scalar():
+                        return
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # no tables yet
+                pass
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+    raise AssertionError(f"no trial of {study!r} started training\n" + output())

@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,7 +25,14 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from tests.conftest import ROOT, postgres_admin, postgres_base_url, tiny_study, write_study
+from tests.conftest import (
+    ROOT,
+    postgres_admin,
+    postgres_base_url,
+    tiny_study,
+    wait_for_training,
+    write_study,
+)
 from tests.servers import (
     ServerError,
     executable,
@@ -650,7 +656,7 @@ def test_worker_command_records_trials_and_stops_within_the_grace_period(
         log = tmp_path / "worker.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=out)
-        _wait_for_running(storage, "long", proc, log)
+        wait_for_training(storage, "long", proc, log.read_text)
         proc.send_signal(signal.SIGTERM)  # what `docker compose stop` sends first
         try:
             proc.wait(timeout=grace)
@@ -664,32 +670,3 @@ def test_worker_command_records_trials_and_stops_within_the_grace_period(
         exp = client.get_experiment_by_name("long")
         statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
         assert statuses.get("trial-0") == "FAILED", statuses
-
-
-def _wait_for_running(
-    storage: str, name: str, proc: subprocess.Popen, log: Path, timeout: float = 90
-) -> None:
-    """Until a trial of study `name` runs; read with plain SQL, since opening an Optuna storage
-    would create the tables the worker is creating at the same moment."""
-    import sqlalchemy as sa
-
-    query = sa.text(
-        "SELECT count(*) FROM trials JOIN studies USING (study_id)"
-        " WHERE study_name = :name AND trials.state = 'RUNNING'"
-    )
-    engine = sa.create_engine(storage)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            try:
-                with engine.connect() as conn:
-                    if conn.execute(query, {"name": name}).scalar():
-                        time.sleep(1.0)  # into training, past the MLflow run's creation
-                        return
-            except sa.exc.ProgrammingError:  # no tables yet
-                pass
-            time.sleep(0.5)
-    finally:
-        engine.dispose()
-    raise AssertionError("no trial started\n" + log.read_text())

@@ -17,7 +17,7 @@ import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, tiny_study, write_study
+from tests.conftest import ROOT, tiny_study, wait_for_training, write_study
 from tuner.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -203,7 +203,7 @@ def test_ctrl_c_fails_the_running_trial_everywhere_and_the_study_resumes(workdir
     )
     study_file = write_study(workdir / "s.yaml", study)
     proc = start_run(workdir, study_file)
-    _wait_for_running_trial(workdir / "rnn_tuner.db", proc)
+    wait_for_training(f"sqlite:///{workdir}/rnn_tuner.db", "tiny", proc, proc.stdout.read)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
@@ -231,25 +231,6 @@ def start_run(workdir: Path, study_file: Path, *args: str) -> subprocess.Popen:
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-
-
-def _wait_for_running_trial(db: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        if db.exists():
-            try:
-                with sqlite3.connect(db) as conn:
-                    row = conn.execute(
-                        "SELECT count(*) FROM trials WHERE state = 'RUNNING'"
-                    ).fetchone()
-                if row[0]:
-                    time.sleep(1.0)  # into training, past the run's creation
-                    return
-            except sqlite3.OperationalError:
-                pass
-        time.sleep(0.2)
-    raise AssertionError("no trial started")
 
 
 def test_no_password_reaches_mlflow(workdir: Path, postgres_url: str):
@@ -291,7 +272,7 @@ def test_a_tracking_server_that_drops_out_loses_nothing_on_the_optuna_side(workd
     backend = f"sqlite:///{workdir}/server.db"
     with mlflow_server(backend, workdir / "artifacts") as server:
         proc = start_run(workdir, study_file, "--tracking-uri", server)
-        _wait_for_running_trial(workdir / "rnn_tuner.db", proc)
+        wait_for_training(f"sqlite:///{workdir}/rnn_tuner.db", "tiny", proc, proc.stdout.read)
     # the server is gone for the rest of the study
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out

@@ -177,6 +177,7 @@ def has_running_trials(study: optuna.Study) -> bool:
 
 # A restarted database or dropped connections: how long a worker waits before giving up.
 _DB_RETRIES, _DB_RETRY_WAIT = 12, 5.0
+_DB_ERRORS = (sa.exc.DBAPIError, optuna.exceptions.StorageInternalError)
 
 
 def retrying(action: Callable[[], T]) -> T:
@@ -186,7 +187,11 @@ def retrying(action: Callable[[], T]) -> T:
     for attempt in range(1, _DB_RETRIES + 1):
         try:
             return action()
-        except (sa.exc.DBAPIError, optuna.exceptions.StorageInternalError) as e:
+        except (*_DB_ERRORS, AssertionError) as e:
+            # Optuna's tell, failing on a dropped connection, ends in its own "Should not
+            # reach" assertion; the trial it leaves RUNNING goes stale and is retried.
+            if isinstance(e, AssertionError) and not isinstance(e.__context__, _DB_ERRORS):
+                raise
             first_line = redact(str(e).splitlines()[0])
             if attempt == _DB_RETRIES:
                 raise StorageError(
