@@ -408,23 +408,7 @@ def _describe(err: dict[str, Any]) -> str:
 def _cross_checks(cfg: StudyConfig, failed: set[str], read_test: bool = False) -> list[str]:
     """Checks that need several blocks; blocks named in `failed` were already reported."""
     problems: list[str] = []
-    known = set(Settings.names())
-    bad: set[str] = set()
-    for block, names in (("fixed", cfg.fixed), ("search", cfg.search)):
-        for name in names:
-            if name in BUDGET_KEYS:
-                problems.append(f"{block}.{name}: set it as budget.{name}")
-            elif name not in known:
-                problems.append(
-                    f"{block}.{name}: unknown setting; valid: {', '.join(sorted(known))}"
-                )
-            else:
-                continue
-            bad.add(name)
-    for name in cfg.search:
-        if name in cfg.fixed:
-            problems.append(f"search.{name}: also in fixed; keep it in one of the two")
-            bad.add(name)
+    bad = _misplaced_names(cfg, problems)
     # The checks below assume every remaining name is a setting.
     cfg = cfg.model_copy(
         update={
@@ -448,6 +432,29 @@ def _cross_checks(cfg: StudyConfig, failed: set[str], read_test: bool = False) -
     if "task" not in failed:
         problems += _check_data(cfg, base, read_test)
     return problems
+
+
+def _misplaced_names(cfg: StudyConfig, problems: list[str]) -> set[str]:
+    """Names in `fixed` or `search` that are no setting, belong to the budget, or are in both;
+    each is reported under its key."""
+    known = set(Settings.names())
+    bad: set[str] = set()
+    for block, names in (("fixed", cfg.fixed), ("search", cfg.search)):
+        for name in names:
+            if name in BUDGET_KEYS:
+                problems.append(f"{block}.{name}: set it as budget.{name}")
+            elif name not in known:
+                problems.append(
+                    f"{block}.{name}: unknown setting; valid: {', '.join(sorted(known))}"
+                )
+            else:
+                continue
+            bad.add(name)
+    for name in cfg.search:
+        if name in cfg.fixed:
+            problems.append(f"search.{name}: also in fixed; keep it in one of the two")
+            bad.add(name)
+    return bad
 
 
 def _checked_fixed(cfg: StudyConfig, problems: list[str]) -> Settings:
