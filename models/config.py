@@ -7,13 +7,13 @@ module stays free of any tuning library.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 Cell = Literal["rnn", "lstm", "gru"]
 Optimizer = Literal["sgd", "adam", "adamw", "rmsprop"]
 Pooling = Literal["last", "mean", "max"]
-Scheduler = Literal["none", "step", "plateau"]
+Init = Literal["default", "uniform", "orthogonal"]
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,37 @@ class Settings:
     """Clip the global gradient norm to this; null for no clipping."""
     clip_value: float | None = None
     """Clip each gradient element to +-this; null for no clipping."""
-    scheduler: Scheduler = "none"
-    """Learning-rate schedule: `none`, `step` (decay every `lr_step` epochs) or `plateau` (decay
-    after `lr_step` epochs without improvement)."""
+    scheduler: str = "none"
+    """Learning-rate schedule, stepped once per epoch: `none`; `step` (times `lr_gamma` every
+    `lr_step` epochs); `plateau` (times `lr_gamma` after `lr_step` epochs without a lower
+    `val_loss`); `constant-then-decay` (`lr` for `decay_start` epochs, then times `lr_gamma` every
+    epoch); `cosine` (from `lr` down to `lr_floor` x `lr` at the last epoch); or the name of any
+    `torch.optim.lr_scheduler` class (e.g. `OneCycleLR`), given `scheduler_options`. A study file
+    may write a class as `{name: OneCycleLR, options: {...}}`."""
+    scheduler_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of a torch scheduler class (checked against its signature by
+    `validate`); its steps are epochs. Empty for the named schedules."""
     lr_step: int = 10
     """`step`: epochs between decays; `plateau`: epochs without improvement before a decay."""
     lr_gamma: float = 0.5
-    """Multiplicative learning-rate decay of the scheduler."""
+    """Multiplicative learning-rate decay of `step`, `plateau` and `constant-then-decay`."""
+    decay_start: int = 4
+    """`constant-then-decay`: epochs at the full `lr` before the first decay (Zaremba et al.
+    2014: 4 for the small model, then halved every epoch)."""
+    lr_floor: float = 0.0
+    """`cosine`: the last epoch's learning rate, as a fraction of `lr`."""
+    warmup_epochs: int = 0
+    """Linear warm-up in front of any schedule: epoch e < `warmup_epochs` trains at
+    `lr` x (e + 1) / (`warmup_epochs` + 1); the schedule's own epochs count from its end."""
+
+    # --- initialisation ---
+    init: Init = "default"
+    """How parameters start: `default` (PyTorch's, with the LSTM forget-gate bias at 1),
+    `uniform` (every parameter, biases included, from U[-`init_scale`, `init_scale`], as
+    Zaremba et al. 2014), or `orthogonal` (as `default`, then each gate's recurrent matrix
+    orthogonal). A study file may write `init: {uniform: 0.1}`."""
+    init_scale: float = 0.1
+    """`uniform`: the bound a of U[-a, a]."""
 
     # --- budget and stopping ---
     max_epochs: int = 20
@@ -110,6 +134,24 @@ class Settings:
         return asdict(self)
 
 
+# Settings a study file may also write as a mapping; `expand_setting` makes them flat fields.
+MAPPING_FORMS = {"scheduler": "{name: CLASS, options: {...}}", "init": "{uniform: a}"}
+
+
+def expand_setting(name: str, value: Any) -> dict[str, Any]:
+    """One setting as a study file writes it -> flat `Settings` fields:
+    `scheduler: {name: OneCycleLR, options: {max_lr: 0.1}}` -> `scheduler`, `scheduler_options`;
+    `init: {uniform: 0.1}` -> `init: uniform`, `init_scale: 0.1`. Other values pass unchanged;
+    a mapping of another shape is a ValueError saying the right one."""
+    if name not in MAPPING_FORMS or not isinstance(value, dict):
+        return {name: value}
+    if name == "scheduler" and "name" in value and set(value) <= {"name", "options"}:
+        return {"scheduler": value["name"], "scheduler_options": value.get("options") or {}}
+    if name == "init" and list(value) == ["uniform"]:
+        return {"init": "uniform", "init_scale": value["uniform"]}
+    raise ValueError(f"write it as a name or as `{MAPPING_FORMS[name]}` (got {value!r})")
+
+
 # (field, rule as said in errors, check); a None value (where allowed) is never checked.
 _RULES: tuple[tuple[str, str, Any], ...] = (
     ("hidden_size", ">= 1", lambda v: v >= 1),
@@ -128,6 +170,10 @@ _RULES: tuple[tuple[str, str, Any], ...] = (
     ("clip_value", "> 0 or null (no clipping)", lambda v: v > 0),
     ("lr_step", ">= 1", lambda v: v >= 1),
     ("lr_gamma", "in (0, 1]", lambda v: 0 < v <= 1),
+    ("decay_start", ">= 1", lambda v: v >= 1),
+    ("lr_floor", "in [0, 1]", lambda v: 0 <= v <= 1),
+    ("warmup_epochs", ">= 0", lambda v: v >= 0),
+    ("init_scale", "> 0", lambda v: v > 0),
     ("max_epochs", ">= 1", lambda v: v >= 1),
     ("patience", ">= 1 or null (no early stopping)", lambda v: v >= 1),
     ("min_delta", ">= 0", lambda v: v >= 0),

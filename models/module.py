@@ -33,6 +33,7 @@ from models.data.base import Batch, DataInfo
 from models.errors import DivergenceError
 from models.metrics import METRIC_MODES, accumulate, default_monitor, ratio, summarize
 from models.network import MANY_TO_ONE, SequenceNet, State, detach_state
+from models.schedules import EpochSchedule
 from models.stopping import Best, Patience
 
 
@@ -49,7 +50,6 @@ class SequenceModule(pl.LightningModule):
         info = asdict(info) if isinstance(info, DataInfo) else dict(info)
         self.save_hyperparameters()
         self.settings, self.info = Settings(**settings), DataInfo(**info)
-        optim.check_scheduler(self.settings)
         if self.settings.truncation is not None and self.settings.truncation < 1:
             raise ValueError(f"truncation must be None or >= 1, got {self.settings.truncation}")
         self.monitor, self.mode = (
@@ -191,7 +191,7 @@ class SequenceModule(pl.LightningModule):
         self.history.append(row)
         if self._stopping.should_stop(row.get(self.monitor, math.nan)):
             self.trainer.should_stop = True
-        optim.step_scheduler(self.lr_schedulers(), val or {})
+        self.lr_schedulers().step(val or {})
 
     def _epoch_row(self, val: dict[str, float]) -> dict[str, float]:
         sums = self._train_sums
@@ -218,7 +218,4 @@ class SequenceModule(pl.LightningModule):
     # --- optimisation ---
     def configure_optimizers(self) -> Any:
         optimizer = optim.make_optimizer(self.settings, self.net)
-        scheduler = optim.make_scheduler(self.settings, optimizer)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return {"optimizer": optimizer, "lr_scheduler": EpochSchedule(optimizer, self.settings)}

@@ -18,6 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.config import Settings
 from models.data.base import DataInfo
+from models.initialization import initialize
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 MANY_TO_ONE = ("classification", "regression")
@@ -116,21 +117,11 @@ class SequenceNet(nn.Module):
             rnn_input = settings.embedding_dim
         self.input_dropout = nn.Dropout(settings.input_dropout)
         self.rnn = _recurrent_layer(settings, rnn_input)  # type: ignore[arg-type]
-        if isinstance(self.rnn, nn.LSTM):
-            self._open_forget_gates()
         features = settings.hidden_size * self.directions
         self.norm = nn.LayerNorm(features) if settings.layer_norm else nn.Identity()
         self.output_dropout = nn.Dropout(settings.output_dropout)
         self.decoder = nn.Linear(features, info.output_size)
-
-    def _open_forget_gates(self) -> None:
-        # Forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): at PyTorch's default
-        # init the gate sits near 0.5, and a gradient shrinks like 0.5^T, as in a vanilla RNN.
-        h = self.hidden_size
-        with torch.no_grad():
-            for name, bias in self.rnn.named_parameters():
-                if name.startswith("bias_ih"):
-                    bias[h : 2 * h].fill_(1.0)  # gates are ordered input, forget, cell, output
+        initialize(self, settings)  # last: `uniform` draws every parameter built above
 
     # --- state ---
     def init_state(self, batch_size: int, like: Tensor) -> State:

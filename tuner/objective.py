@@ -14,6 +14,7 @@ import optuna
 
 from models import EpochCallback, TrainResult, train
 from models.data import task_data
+from tuner.config import Objective as ObjectiveSpec
 from tuner.config import StudyConfig
 from tuner.space import suggest
 from tuner.study import first_prunable_epoch
@@ -29,10 +30,17 @@ class TrialFailed(Exception):
 
 
 class PruningCallback(EpochCallback):
-    """Reports the monitored validation metric to the trial each epoch; stops pruned trials."""
+    """Reports the objective's value each epoch (the monitored metric, nudged by its tie-break:
+    `tuner.config.Objective.score`) to the trial; stops pruned trials."""
 
-    def __init__(self, trial: optuna.Trial, monitor: str, first_prunable_epoch: int = 0) -> None:
-        self.trial, self.monitor = trial, monitor
+    def __init__(
+        self, trial: optuna.Trial, monitor: str | ObjectiveSpec, first_prunable_epoch: int = 0
+    ) -> None:
+        self.trial = trial
+        self.objective = (
+            monitor if isinstance(monitor, ObjectiveSpec) else ObjectiveSpec(metric=monitor)
+        )
+        self.monitor = self.objective.metric
         # Asking the pruner reads every trial of the study: skip it while it cannot say yes.
         self.first_prunable_epoch = first_prunable_epoch
 
@@ -43,7 +51,7 @@ class PruningCallback(EpochCallback):
                 f"metric {self.monitor!r} is never logged; logged: {', '.join(sorted(row))}"
             )
         epoch = int(row["epoch"])
-        self.trial.report(float(row[self.monitor]), step=epoch)
+        self.trial.report(self.objective.score(row), step=epoch)
         if epoch >= self.first_prunable_epoch and self.trial.should_prune():
             raise optuna.TrialPruned(
                 f"pruned at epoch {epoch} ({self.monitor}={row[self.monitor]:.5g})"
@@ -109,7 +117,7 @@ class Objective:
         if run_id:  # lets any worker close this run if ours dies mid-trial
             trial.set_user_attr("mlflow_run_id", run_id)
         recorder = EpochRecorder()
-        state, reason, values, started = "FAIL", None, [], time.perf_counter()
+        state, reason, best, started = "FAIL", None, [], time.perf_counter()
         try:
             with self.interrupts.armed():
                 result = train(
@@ -119,8 +127,8 @@ class Objective:
                     callbacks=self._callbacks(trial, recorder),
                     trainer_kwargs=self.trainer_kwargs,
                 )
-            directions = zip(self.metrics, self.cfg.directions, strict=True)
-            values = [_best(result, m, d) for m, d in directions]
+            best = [_best(result, objective) for objective in self.cfg.objectives]
+            values = [value for value, _ in best]
             state = "COMPLETE"
             return values[0] if len(values) == 1 else values
         except optuna.TrialPruned:
@@ -135,7 +143,10 @@ class Objective:
         finally:
             summary = recorder.summary(time.perf_counter() - started)
             if state == "COMPLETE":
-                summary |= {f"objective_{m}": v for m, v in zip(self.metrics, values, strict=True)}
+                # as measured: a tie-break nudges only the value Optuna sees
+                summary |= {
+                    f"objective_{m}": v for m, (_, v) in zip(self.metrics, best, strict=True)
+                }
             if run_id is None:  # the tracking server was away when the trial began: try again
                 run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
             history, profiles = recorder.history(), recorder.profiles()
@@ -144,17 +155,22 @@ class Objective:
     def _callbacks(self, trial: optuna.Trial, recorder: EpochRecorder) -> list[EpochCallback]:
         if not self.prunes:
             return [recorder]
-        return [recorder, PruningCallback(trial, self.monitor, first_prunable_epoch(self.cfg))]
+        monitored = self.cfg.objectives[self.metrics.index(self.monitor)]
+        return [recorder, PruningCallback(trial, monitored, first_prunable_epoch(self.cfg))]
 
 
-def _best(result: TrainResult, metric: str, direction: str) -> float:
-    """The best validation value reached during training, not the last epoch's."""
+def _best(result: TrainResult, objective: ObjectiveSpec) -> tuple[float, float]:
+    """The best value reached during training, not the last epoch's: the number Optuna sees
+    (with the tie-break) and the metric as measured in that epoch."""
+    metric = objective.metric
     if metric == "n_params":
-        return float(result.n_params)
-    values = [row[metric] for row in result.history if metric in row]
-    if not values:
+        return float(result.n_params), float(result.n_params)
+    rows = [row for row in result.history if metric in row]
+    if not rows:
         raise MetricNotLoggedError(f"metric {metric!r} was never logged")
-    return max(values) if direction == "maximize" else min(values)
+    pick = max if objective.resolved_direction == "maximize" else min
+    row = pick(rows, key=objective.score)
+    return objective.score(row), float(row[metric])
 
 
 def _device(worker_index: int | None) -> dict[str, Any]:

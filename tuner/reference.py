@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from models.config import Settings
+from models.config import MAPPING_FORMS, Settings
 from models.data.config import SOURCES
 from tuner.config import (
     Budget,
@@ -62,6 +62,10 @@ def study_file_schema() -> dict[str, Any]:
     checks them across blocks, in `tuner.config`)."""
     schema = StudyConfig.model_json_schema()
     settings = _schema_of(Settings)
+    for name, form in MAPPING_FORMS.items():  # `fixed:` may write these as a mapping too
+        prop = settings["properties"][name]
+        plain = {k: prop.pop(k) for k in ("type", "enum") if k in prop}
+        prop["anyOf"] = [plain, {"type": "object", "description": f"`{form}`"}]
     schema["$defs"]["Settings"] = settings
     fixed = schema["properties"]["fixed"]
     schema["properties"]["fixed"] = {

@@ -1,0 +1,90 @@
+"""`objective: {metric: val_acc, tie_break: val_loss}`: trials with equal accuracy are ordered by
+their loss, different accuracies are never reordered, and MLflow keeps the true accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from tests.conftest import tiny_study, write_study
+from tuner.cli import main
+from tuner.config import Objective, StudyFileError, parse_study
+
+pytestmark = pytest.mark.filterwarnings(r"ignore:.*isinstance\(treespec, LeafSpec\):FutureWarning")
+
+
+def test_equal_accuracies_are_ordered_by_loss_and_different_ones_never_reordered():
+    obj = Objective(metric="val_acc", tie_break="val_loss")
+    assert obj.score({"val_acc": 0.8, "val_loss": 0.3}) > obj.score({"val_acc": 0.8, "val_loss": 0.4})  # fmt: skip
+    # one item apart on a validation set of ten million: still ordered by accuracy, whatever loss
+    n = 10_000_000
+    worse = obj.score({"val_acc": 0.5, "val_loss": 0.0})
+    better = obj.score({"val_acc": 0.5 + 1 / n, "val_loss": 1e30})
+    assert better > worse
+    assert obj.score({"val_acc": 0.8, "val_loss": 5.0}) == pytest.approx(0.8, abs=1e-8)
+    # a minimised metric broken by a maximised one: the higher accuracy gives the lower value
+    low = Objective(metric="val_loss", tie_break="val_acc")
+    assert low.score({"val_loss": 0.3, "val_acc": 0.9}) < low.score({"val_loss": 0.3, "val_acc": 0.8})  # fmt: skip
+    assert Objective(metric="val_acc").score({"val_acc": 0.8, "val_loss": 9.0}) == 0.8
+
+
+def test_a_tie_break_must_be_another_metric_the_task_measures():
+    with pytest.raises(StudyFileError) as e:
+        parse_study(tiny_study(objective={"metric": "val_mse", "tie_break": "val_acc"}))
+    assert "objective.tie_break: 'val_acc' is not measured for a regression task" in str(e.value)
+    with pytest.raises(StudyFileError) as e:
+        parse_study(tiny_study(objective={"metric": "val_mse", "tie_break": "val_mse"}))
+    assert "objective.tie_break: the metric itself" in str(e.value)
+
+
+def _separable(path: Path) -> Path:
+    """Constant sequences of +1 or -1, labelled by their sign: every trial reaches accuracy 1."""
+    rng = np.random.default_rng(0)
+    sign = rng.choice([-1.0, 1.0], size=120)
+    x = np.repeat(sign[:, None, None], 6, axis=1).astype(np.float32)  # (N, T, 1)
+    np.savez(path, X=x, y=(sign > 0).astype(np.int64))
+    return path
+
+
+def test_two_trials_with_equal_accuracy_are_ordered_by_their_loss(workdir: Path):
+    study = tiny_study(
+        task={
+            "source": "npz",
+            "path": str(_separable(workdir / "sign.npz")),
+            "target": "classification",
+        },  # fmt: skip
+        fixed={"batch_size": 16, "patience": None, "cell": "gru", "lr": 0.05},
+        search={"hidden_size": {"type": "int", "low": 2, "high": 16}},
+        enqueue=[{"hidden_size": 2}, {"hidden_size": 16}],
+        objective={"metric": "val_acc", "tie_break": "val_loss"},
+        budget={"n_trials": 2, "max_epochs": 4},
+    )
+    result = CliRunner().invoke(main, ["run", str(write_study(workdir / "s.yaml", study))])
+    assert result.exit_code == 0, result.output
+
+    trials = optuna.load_study(study_name="tiny", storage="sqlite:///rnn_tuner.db").trials
+    client = MlflowClient(tracking_uri="sqlite:///mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    runs = {
+        int(r.data.tags["rnn_tuner.trial"]): r for r in runs if "rnn_tuner.trial" in r.data.tags
+    }
+    losses = {}
+    for t in trials:
+        run_id = runs[t.number].info.run_id
+        acc = [m.value for m in client.get_metric_history(run_id, "val_acc")]
+        loss = [m.value for m in client.get_metric_history(run_id, "val_loss")]
+        assert max(acc) == 1.0  # recorded as the true accuracy, every epoch
+        losses[t.number] = min(v for a, v in zip(acc, loss, strict=True) if a == 1.0)
+        assert runs[t.number].data.metrics["objective_val_acc"] == 1.0
+        assert 1.0 - 1e-8 < t.value < 1.0  # Optuna's number: the accuracy, a hair below for loss
+    assert losses[0] != losses[1]
+    by_loss = sorted(trials, key=lambda t: losses[t.number])
+    by_value = sorted(trials, key=lambda t: t.value, reverse=True)
+    assert [t.number for t in by_value] == [t.number for t in by_loss]
+    best = optuna.load_study(study_name="tiny", storage="sqlite:///rnn_tuner.db").best_trial
+    assert best.number == by_loss[0].number
