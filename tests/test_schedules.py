@@ -163,6 +163,10 @@ def test_scheduler_mistakes_are_all_reported_at_validate(tmp_path: Path):
 
 def test_options_without_a_torch_scheduler_and_bad_init_are_errors(tmp_path: Path):
     with pytest.raises(StudyFileError) as e:
+        parse_study(tiny_study(search={"init": {"type": "categorical", "choices": ["default", {"uniform": 0.1}]}}))  # fmt: skip
+    assert "search.init.choices.1: a choice is null, a bool, a number or a string" in str(e.value)
+    assert "choices.0" not in str(e.value)
+    with pytest.raises(StudyFileError) as e:
         parse_study(tiny_study(fixed={"scheduler": "cosine", "scheduler_options": {"T_max": 3}}))
     assert (
         "fixed.scheduler_options: options are for a torch.optim.lr_scheduler class; `cosine` takes"
@@ -228,3 +232,20 @@ def test_uniform_init_trains_a_word_language_model(tmp_path: Path):
     quick = {**QUICK, "hidden_size": 32, "batch_size": 8, "max_epochs": 4}
     result = train(Settings(**quick, **zaremba), data)
     assert result.history[-1]["val_loss"] < 0.5 * result.history[0]["val_loss"]
+
+
+def test_the_zaremba_study_writes_the_papers_small_recipe():
+    """Zaremba et al. 2014, section 4.1, the small non-regularised model."""
+    from tests.conftest import STUDIES
+    from tuner.config import load_study_file
+
+    cfg = load_study_file(STUDIES / "zaremba-small.yaml")
+    s = cfg.base_settings()
+    assert (s.cell, s.num_layers, s.hidden_size, s.embedding_dim) == ("lstm", 2, 200, 200)
+    assert (s.init, s.init_scale) == ("uniform", 0.1)
+    assert (s.optimizer, s.momentum, s.lr, s.clip_norm) == ("sgd", 0.0, 1.0, 5.0)
+    assert (s.scheduler, s.decay_start, s.lr_gamma, s.warmup_epochs) == ("constant-then-decay", 4, 0.5, 0)  # fmt: skip
+    assert (s.max_epochs, s.patience, s.batch_size, cfg.task.seq_len) == (13, None, 20, 20)
+    assert (s.dropout, s.input_dropout, s.output_dropout, s.truncation) == (0, 0, 0, None)
+    assert (cfg.task.level, s.weight_decay, s.l1) == ("word", 0, 0)
+    assert not cfg.search

@@ -549,6 +549,13 @@ def _check_distribution(name: str, dist: Any, base: Settings, cfg: StudyConfig) 
     problems: list[str] = []
     if isinstance(dist, CategoricalDist):
         samples = {f"{where}.choices.{i}": v for i, v in enumerate(dist.choices)}
+        problems += [  # what Optuna can store as a parameter
+            f"{key}: a choice is null, a bool, a number or a string (got {value!r}); a mapping "
+            "or list is set in fixed, or searched through the settings it stands for"
+            for key, value in samples.items()
+            if isinstance(value, dict | list)
+        ]
+        samples = {k: v for k, v in samples.items() if not isinstance(v, dict | list)}
     else:
         if dist.low > dist.high:
             problems.append(f"{where}: low ({dist.low}) is above high ({dist.high}); swap them")
