@@ -155,7 +155,7 @@ class Objective:
     def _callbacks(self, trial: optuna.Trial, recorder: EpochRecorder) -> list[EpochCallback]:
         if not self.prunes:
             return [recorder]
-        monitored = self.cfg.objectives[self.metrics.index(self.monitor)]
+        monitored = self.cfg.objectives[self.cfg.primary_index]
         return [recorder, PruningCallback(trial, monitored, first_prunable_epoch(self.cfg))]
 
 
