@@ -48,6 +48,13 @@ class Settings:
     """Layer norm on the recurrent outputs."""
     embedding_dim: int = 32
     """Embedding size of token inputs (text, tagged, copy)."""
+    char_features: bool = False
+    """Tagging from token files: build each token's vector from its characters too (a character
+    CNN, concatenated with the word embedding), so unknown words are not all alike."""
+    char_dim: int = 16
+    """`char_features`: embedding size of each character."""
+    char_hidden: int = 32
+    """`char_features`: filters of the character CNN, the size of each word's character vector."""
     pooling: Pooling = "last"
     """Many-to-one tasks: the `last` hidden state, or the `mean` / `max` over the real steps."""
     nonnegative: bool = False
@@ -160,6 +167,8 @@ _RULES: tuple[tuple[str, str, Any], ...] = (
     ("input_dropout", "in [0, 1)", lambda v: 0 <= v < 1),
     ("output_dropout", "in [0, 1)", lambda v: 0 <= v < 1),
     ("embedding_dim", ">= 1", lambda v: v >= 1),
+    ("char_dim", ">= 1", lambda v: v >= 1),
+    ("char_hidden", ">= 1", lambda v: v >= 1),
     ("lr", "> 0", lambda v: v > 0),
     ("momentum", "in [0, 1)", lambda v: 0 <= v < 1),
     ("weight_decay", ">= 0", lambda v: v >= 0),

@@ -1,4 +1,4 @@
-"""The recurrent network: embedding or real inputs -> RNN/LSTM/GRU -> a task head.
+"""The recurrent network: embedding (and character CNN) or real inputs -> RNN/LSTM/GRU -> a head.
 
 `SequenceNet` is a plain `nn.Module` built from `Settings` and `DataInfo`. It can run a sequence
 in one call (`forward`) or chunk by chunk with a carried state (`encode`), which is what truncated
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from models.char_cnn import CharCNN
 from models.config import Settings
 from models.data.base import DataInfo
 from models.initialization import initialize
@@ -69,6 +70,11 @@ def _check(settings: Settings, info: DataInfo) -> None:
         )
     if settings.pooling not in ("last", "mean", "max"):
         raise ValueError(f"unknown pooling {settings.pooling!r}; valid: last, mean, max")
+    if settings.char_features and info.chars is None:
+        raise ValueError(
+            f"char_features=True needs each token's characters, which only tagged token files "
+            f"(task source `tagged`) provide; this {info.task} task has none: set it to False"
+        )
     if (info.vocab_size is None) == (info.input_size is None):
         raise ValueError(
             f"exactly one of info.vocab_size ({info.vocab_size}) and info.input_size "
@@ -111,10 +117,15 @@ class SequenceNet(nn.Module):
 
         # the order of construction fixes which random numbers each layer starts from: keep it
         self.embedding: nn.Embedding | None = None
+        self.char_cnn: CharCNN | None = None
+        self.spelled = info.chars is not None  # token ids arrive with their characters
         rnn_input = info.input_size
         if info.vocab_size is not None:
             self.embedding = nn.Embedding(info.vocab_size, settings.embedding_dim)
             rnn_input = settings.embedding_dim
+        if settings.char_features:
+            self.char_cnn = CharCNN(len(info.chars), settings.char_dim, settings.char_hidden)  # type: ignore[arg-type]
+            rnn_input = settings.embedding_dim + settings.char_hidden
         self.input_dropout = nn.Dropout(settings.input_dropout)
         self.rnn = _recurrent_layer(settings, rnn_input)  # type: ignore[arg-type]
         features = settings.hidden_size * self.directions
@@ -132,8 +143,14 @@ class SequenceNet(nn.Module):
 
     # --- the pieces ---
     def embed(self, inputs: Tensor) -> Tensor:
-        """(B, T) token ids or (B, T, F) values -> (B, T, E), the recurrent layer's input."""
-        x = self.embedding(inputs) if self.embedding is not None else inputs.float()
+        """(B, T) token ids, (B, T, 1 + W) token ids with their characters, or (B, T, F) values
+        -> (B, T, E), the recurrent layer's input."""
+        if self.embedding is None:
+            return self.input_dropout(inputs.float())
+        words = inputs[..., 0] if self.spelled else inputs  # (B, T)
+        x = self.embedding(words)  # (B, T, embedding_dim)
+        if self.char_cnn is not None:
+            x = torch.cat([x, self.char_cnn(inputs[..., 1:])], -1)  # (B, T, E + char_hidden)
         return self.input_dropout(x)
 
     def recur(

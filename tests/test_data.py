@@ -23,6 +23,7 @@ from models.data import (
     UnseenLabel,
     load_task,
 )
+from models.data.chars import WORD_CHARS, WORD_SLOTS
 from models.errors import DataError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "studies" / "data"
@@ -66,7 +67,7 @@ EXPECTED = {
     "npz": ("classification", 1, None, 3, 60, 420, (420, 60, 1)),
     "csv": ("regression", 4, None, 1, 24, 1376, (1376, 24, 4)),
     "text": ("language_model", None, 41, 41, 64, 64076, (64076,)),
-    "tagged": ("tagging", None, 58, 10, 16, 350, (350, 16)),
+    "tagged": ("tagging", None, 58, 10, 16, 350, (350, 16, 1 + WORD_SLOTS)),
 }
 
 
@@ -291,12 +292,39 @@ def test_tagged_vocabulary_and_tags_come_from_training_sentences(tmp_path: Path)
     vocab, unk = data.info.vocab, data.info.vocab.index("<unk>")
     assert vocab[0] == "<pad>" and "the" in vocab and "The" not in vocab
     assert data.info.labels == ("ADJ", "DET", "NOUN", "PUNCT")
-    assert (data.val.inputs[:, 1] == unk).all()  # every "word<i>" occurs in one sentence only
-    assert (data.train.inputs[:, 1] != unk).all()
-    padding = data.train.inputs == 0
+    words = {split: getattr(data, split).inputs[..., 0] for split in ("train", "val")}
+    assert (words["val"][:, 1] == unk).all()  # every "word<i>" occurs in one sentence only
+    assert (words["train"][:, 1] != unk).all()
+    padding = words["train"] == 0
     assert padding.any() and (data.train.targets[padding] == -100).all()
     assert (data.train.targets[~padding] >= 0).all()
     assert torch.equal(padding.logical_not().sum(1), data.train.lengths)
+
+
+def test_tagged_tokens_carry_their_characters_from_a_training_alphabet(tmp_path: Path) -> None:
+    train, val = tmp_path / "train.tsv", tmp_path / "val.tsv"
+    train.write_text("walking\tVERB\ntables\tNOUN\n\n" * 4)
+    long_word = "internationalisation"  # 20 characters: first and last WORD_CHARS // 2 kept
+    val.write_text(f"jumping\tVERB\n{long_word}\tNOUN\nzing\tVERB\n")
+    data = load_task(TaggedData(train=str(train), val=str(val)))
+    chars = data.info.chars
+    assert chars[:4] == ("<pad>", "<unk>", "<w>", "</w>")
+    assert set(chars[4:]) == set("walkingtables")  # the training split's characters only
+    assert data.train.inputs.shape == (4, 2, 1 + WORD_SLOTS)
+
+    def spelled(row: torch.Tensor) -> str:
+        return "".join("?" if i == 1 else chars[i] for i in row[1:].tolist() if i not in (0, 2, 3))
+
+    jumping, long, zing = data.val.inputs[0]
+    assert jumping[0] == data.info.vocab.index("<unk>")  # unknown word, known suffix
+    assert spelled(jumping) == "????ing"  # j, u, m and p never occur in training
+    assert jumping[1] == chars.index("<w>") and jumping[1 + len("jumping") + 1] == chars.index(
+        "</w>"
+    )
+    half = WORD_CHARS // 2
+    assert spelled(long) == "".join(c if c in chars else "?" for c in long_word[:half] + long_word[-half:])  # fmt: skip
+    assert long[-1] == chars.index("</w>")  # the longest kept word fills every slot
+    assert (zing[1 + len("zing") + 2 :] == 0).all()  # padding after the end marker
 
 
 def test_a_tag_seen_only_outside_training_is_kept_as_unseen(tmp_path: Path) -> None:

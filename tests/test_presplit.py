@@ -117,7 +117,7 @@ def test_tagged_from_three_files_keeps_unseen_tags_as_wrong_answers(tmp_path: Pa
     assert data.test is None
     assert data.info.labels == ("DET", "NOUN") and data.info.max_len == 3
     assert data.val.targets.tolist() == [[0, UNSEEN, 1]] * 2
-    assert data.val.inputs[0, 1].item() == data.info.vocab.index("<unk>")
+    assert data.val.inputs[0, 1, 0].item() == data.info.vocab.index("<unk>")
     assert data.unseen == (UnseenLabel("SYM", val, 2),)
 
 

@@ -476,6 +476,7 @@ def _cross_checks(cfg: StudyConfig, failed: set[str], read_test: bool = False) -
         problems += _check_plugins(cfg)
     if "task" not in failed:
         problems += _check_data(cfg, base, read_test)
+        problems += _check_char_features(cfg, base)
     return problems
 
 
@@ -704,6 +705,18 @@ def _check_data(cfg: StudyConfig, base: Settings, read_test: bool) -> list[str]:
             if value is not None and value > limit:
                 problems.append(f"{where}: {key} {value} is {what}")
     return problems
+
+
+def _check_char_features(cfg: StudyConfig, base: Settings) -> list[str]:
+    """Character features need each token's characters, which only tagged token files carry."""
+    if cfg.task.source == "tagged":
+        return []
+    return [
+        f"{where}: needs the characters of tagged tokens (task.source: tagged), "
+        f"which task.source {cfg.task.source} has not; set it to false"
+        for where, value in _values_of(cfg, base, "char_features")
+        if value is True
+    ]
 
 
 def _values_of(cfg: StudyConfig, base: Settings, key: str) -> list[tuple[str, Any]]:

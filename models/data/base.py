@@ -23,6 +23,8 @@ class Batch(NamedTuple):
     classification: inputs (B, T, F) float or (B, T) long; targets (B,) long
     regression:     inputs as above;                        targets (B, D) float
     tagging:        inputs as above;                        targets (B, T) long, -100 on padding
+                    from token files (`DataInfo.chars` set): inputs (B, T, 1 + W) long, each
+                    token's word id then its W character ids (`models.data.chars`)
     language_model: inputs (B, L) long, a window of B parallel streams; targets (B, L) long
     """
 
@@ -42,6 +44,9 @@ class DataInfo:
     level: Literal["char", "word"] | None = None  # language model only: bits per char at "char"
     vocab: tuple[str, ...] | None = None  # token strings by id, for token inputs
     labels: tuple[str, ...] | None = None  # class or tag names by id, where known
+    # Tagging from token files: character strings by id (0 = padding); inputs then carry each
+    # token's character ids after its word id, for `Settings.char_features`
+    chars: tuple[str, ...] | None = None
     # Forecasts: the naive forecasts' MSE on each split's own windows, in the targets' units, by
     # metric name: "val_mse_naive" (last value), "val_mse_snaive" (one season back), train_, test_
     baselines: dict[str, float] | None = field(default=None, hash=False)

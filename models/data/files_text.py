@@ -3,6 +3,8 @@
 Vocabularies (and tag sets) come from the training split only; rarer training tokens and tokens
 never seen in training become `<unk>`, so validation text never shapes the model's input space.
 A validation or test tag that training never saw is kept as the target `UNSEEN`: always wrong.
+Tagged tokens also carry their characters (`models.data.chars`), so a network with character
+features can tell one unknown word from another.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import numpy as np
 import torch
 
 from models.data.base import PAD_TARGET, UNSEEN, DataInfo, Split, TaskData
+from models.data.chars import WORD_SLOTS, char_ids, char_vocab
 from models.data.config import TaggedData, TextData
 from models.data.files import (
     SPLIT_KEYS,
@@ -89,8 +92,9 @@ def _ids(tokens: list[str], vocab: dict[str, int]) -> torch.Tensor:
 
 
 def load_tagged(cfg: TaggedData, with_test: bool = True) -> TaskData:
-    """Padded sentences: inputs (N, T) token ids (0 = `<pad>`), targets (N, T) tag ids with -100
-    on padding and `UNSEEN` for a tag training never saw, lengths (N,). One file's sentences are
+    """Padded sentences: inputs (N, T, 1 + WORD_SLOTS), each token's id (0 = `<pad>`) followed by
+    its character ids (`models.data.chars`), targets (N, T) tag ids with -100 on padding and
+    `UNSEEN` for a tag training never saw, lengths (N,). One file's sentences are
     shuffled into the splits with `cfg.seed`; so are a training file's when val is carved from it."""
     check_positive(cfg.min_freq, "min_freq")
     files = named_files(cfg)
@@ -124,22 +128,39 @@ def _tagged_task(cfg: TaggedData, files: dict[str, str], parts: list[list | None
     ]
     max_len = max(len(s) for part in parts[:2] for s in part)  # type: ignore[union-attr]
 
+    chars = char_vocab(tok for s in parts[0] for tok, _, _ in s)  # type: ignore[union-attr]
+    rows = _TokenRows(vocab, chars)
+
     def split(part: list[list[tuple[str, str, int]]]) -> Split:
         width = max(len(s) for s in part)
-        inputs = np.full((len(part), width), vocab[PAD], dtype=np.int64)
+        inputs = np.zeros((len(part), width, 1 + WORD_SLOTS), dtype=np.int64)  # all <pad>
         targets = np.full((len(part), width), PAD_TARGET, dtype=np.int64)
         for i, sentence in enumerate(part):
-            inputs[i, : len(sentence)] = [vocab.get(tok, vocab[UNK]) for tok, _, _ in sentence]
+            inputs[i, : len(sentence)] = [rows[tok] for tok, _, _ in sentence]
             targets[i, : len(sentence)] = [tag_ids.get(tag, UNSEEN) for _, tag, _ in sentence]
         lengths = torch.tensor([len(s) for s in part], dtype=torch.long)
         return Split(torch.from_numpy(inputs), torch.from_numpy(targets), lengths)
 
     info = DataInfo(
         "tagging", None, len(vocab), len(tags), max_len, len(parts[0]), vocab=tuple(vocab),  # type: ignore[arg-type]
-        labels=tuple(tags),
+        labels=tuple(tags), chars=tuple(chars),
     )  # fmt: skip
     splits = [None if p is None else split(p) for p in parts]
     return TaskData(info, *splits, unseen=tuple(unseen))  # type: ignore[arg-type]
+
+
+class _TokenRows(dict):
+    """token -> its input row: the word id (`<unk>` if not in the vocabulary), then its
+    character ids; each distinct token is spelled once."""
+
+    def __init__(self, vocab: dict[str, int], chars: dict[str, int]) -> None:
+        super().__init__()
+        self.vocab, self.chars = vocab, chars
+
+    def __missing__(self, token: str) -> list[int]:
+        row = [self.vocab.get(token, self.vocab[UNK]), *char_ids(token, self.chars)]
+        self[token] = row
+        return row
 
 
 def _sentences(path: str, lowercase: bool) -> list[list[tuple[str, str, int]]]:
