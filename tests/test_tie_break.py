@@ -88,3 +88,20 @@ def test_two_trials_with_equal_accuracy_are_ordered_by_their_loss(workdir: Path)
     assert [t.number for t in by_value] == [t.number for t in by_loss]
     best = optuna.load_study(study_name="tiny", storage="sqlite:///rnn_tuner.db").best_trial
     assert best.number == by_loss[0].number
+
+
+def test_retrain_keeps_the_weights_of_the_epoch_the_tie_break_chose(tmp_path: Path):
+    from models import NpzData, Settings, evaluate, train
+    from models.data import task_data
+    from tuner.retrain import BestWeights
+
+    data = task_data(NpzData(path=str(_separable(tmp_path / "sign.npz")), target="classification"))
+    keep = BestWeights(Objective(metric="val_acc", tie_break="val_loss"))
+    settings = Settings(cell="gru", hidden_size=8, lr=0.05, batch_size=16, patience=None, max_epochs=5)  # fmt: skip
+    result = train(settings, data, callbacks=[keep])
+    rows = result.history
+    assert [r["val_acc"] for r in rows].count(1.0) >= 2  # a tie the loss has to break
+    chosen = min((r for r in rows if r["val_acc"] == 1.0), key=lambda r: r["val_loss"])
+    assert chosen is not rows[[r["val_acc"] for r in rows].index(1.0)]  # not the first to tie
+    result.module.load_state_dict(keep.state)
+    assert evaluate(result.module, data, "val")["val_loss"] == pytest.approx(chosen["val_loss"])

@@ -36,7 +36,6 @@ import torch
 
 import models
 from models import (
-    METRIC_MODES,
     EpochCallback,
     SequenceModule,
     TaskData,
@@ -46,6 +45,7 @@ from models import (
 )
 from models.config import Settings
 from models.data import task_data
+from tuner.config import Objective as ObjectiveSpec
 from tuner.config import StudyConfig, load_study_file
 from tuner.study import best_trial as study_best_trial
 from tuner.tracking import Tracker
@@ -138,7 +138,7 @@ def retrain(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent_id: 
     run_id = tracker.start_retrain(parent_id, params, tags)
     try:
         with tempfile.TemporaryDirectory(prefix="rnn-tuner-retrain-") as tmp:
-            result = _fit(settings, data, metric, Path(tmp) / "checkpoint")
+            result = _fit(settings, data, cfg.objectives[index], Path(tmp) / "checkpoint")
             # the one look at the test split; none when pre-split files name no test file
             test = {} if data.test is None else evaluate(result.module, data, "test")
             summary = {**test, f"study_{metric}": trial.values[index], "n_params": result.n_params}
@@ -157,11 +157,13 @@ def retrain(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent_id: 
     )  # fmt: skip
 
 
-def _fit(settings: Settings, data: TaskData, metric: str, checkpoint_dir: Path) -> TrainResult:
+def _fit(
+    settings: Settings, data: TaskData, objective: ObjectiveSpec, checkpoint_dir: Path
+) -> TrainResult:
     """Train as the trial did; the result's module holds its best validation epoch's weights,
     which are also left as `checkpoint_dir/model.ckpt`."""
-    keep = BestWeights(metric, METRIC_MODES[metric])
-    result = train(settings, data, monitor=metric, callbacks=[keep])
+    keep = BestWeights(objective)
+    result = train(settings, data, monitor=objective.metric, callbacks=[keep])
     if keep.state is not None:  # else never a finite value: keep the last epoch
         result.module.load_state_dict(keep.state)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -191,18 +193,22 @@ def _log_model(
 
 class BestWeights(EpochCallback):
     """Keeps (in memory) the weights of the best validation epoch so far: the study valued a
-    trial by its best epoch, so that is the model to test."""
+    trial by its best epoch (the objective's value, with its tie-break), so that is the model
+    to test."""
 
-    def __init__(self, metric: str, mode: str) -> None:
-        self.metric, self.mode = metric, mode
+    def __init__(self, objective: ObjectiveSpec) -> None:
+        self.objective, self.mode = objective, objective.resolved_direction
         self.best = math.nan
         self.state: dict[str, torch.Tensor] | None = None
 
     def on_epoch(self, result: TrainResult) -> None:
-        value = result.history[-1].get(self.metric, math.nan)
-        if not math.isfinite(value):
+        row = result.history[-1]
+        if not math.isfinite(row.get(self.objective.metric, math.nan)):
             return
-        if self.state is None or (value > self.best if self.mode == "max" else value < self.best):
+        value = self.objective.score(row)
+        if self.state is None or (
+            value > self.best if self.mode == "maximize" else value < self.best
+        ):
             self.best = value
             state = result.module.state_dict()
             self.state = {k: v.detach().clone() for k, v in state.items()}
