@@ -105,3 +105,19 @@ def test_retrain_keeps_the_weights_of_the_epoch_the_tie_break_chose(tmp_path: Pa
     assert chosen is not rows[[r["val_acc"] for r in rows].index(1.0)]  # not the first to tie
     result.module.load_state_dict(keep.state)
     assert evaluate(result.module, data, "val")["val_loss"] == pytest.approx(chosen["val_loss"])
+
+
+def test_the_pruner_is_told_the_same_number_as_the_trial_value():
+    from models import AddingData, Settings, train
+    from models.data import task_data
+    from tuner.objective import PruningCallback
+
+    data = task_data(AddingData(seq_len=5, n_train=32, n_val=16, n_test=16))
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    objective = Objective(metric="val_mse", tie_break="val_mae")
+    settings = Settings(hidden_size=4, batch_size=16, max_epochs=2, patience=None)
+    result = train(settings, data, callbacks=[PruningCallback(study.ask(), objective)])
+    reported = study.trials[0].intermediate_values
+    for row in result.history:
+        assert reported[row["epoch"]] == objective.score(row) != row["val_mse"]
+        assert reported[row["epoch"]] == pytest.approx(row["val_mse"], abs=1e-8)
