@@ -95,6 +95,22 @@ def validate(study_file: Path) -> None:
         f"{len(cfg.search)} searched parameter(s), sampler {cfg.sampler.name}, "
         f"pruner {cfg.pruner_name})"
     )
+    size = cfg.default_search
+    if size is not None:  # what will be searched, as a block to paste and edit
+        import yaml
+
+        unit = "tokens" if size.task == "language_model" else "sequences"
+        per = " per fold" if cfg.cv_folds else ""
+        click.echo(
+            f"search: the default space for a {size.task} task of {size.n_train:g} training "
+            f"{unit}{per}, {size.max_len} steps long (docs/study-files.md, The default space)"
+        )
+        for name, dist in cfg.search.items():
+            shown = dist.model_dump(exclude_defaults=True)
+            click.echo(
+                f"  {name}: "
+                + yaml.safe_dump(shown, default_flow_style=True, sort_keys=False).strip()
+            )
 
 
 @main.command()

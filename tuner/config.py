@@ -30,6 +30,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -42,6 +43,7 @@ from models.data.config import SOURCES, DataConfig, naive_baselines
 from models.data.files import named_files
 from models.errors import DataError
 from models.metrics import METRIC_MODES, metric, val_metric_names
+from tuner.default_space import DataSize, default_space
 from tuner.plugins import MULTI_OBJECTIVE_SAMPLERS, PRUNERS, SAMPLERS
 
 SOURCE_TASK = {
@@ -52,7 +54,7 @@ SOURCE_TASK = {
     "text": "language_model",
     "tagged": "tagging",
 }
-# The operators of a `when:` condition (tuner.space applies them).
+# The operators of a `when:` condition (condition_holds applies them).
 COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
     "ne": operator.ne,
@@ -64,6 +66,18 @@ COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
 }
 # How far a tie-break may move an objective's value: less than any accuracy step 1/N (Objective).
 TIE_BREAK_WEIGHT = 1e-8
+TOKEN_SOURCES = ("copy", "text", "tagged")  # token inputs: an embedding is searched too
+# Why cross-validation is refused, by source (only npz folds independent sequences).
+CV_REFUSED = {
+    "csv": "csv series are time-ordered: a fold would validate on the past with a model "
+    "trained on the future; keep one validation split (the last rows of each series)",
+    "text": "a text is one time-ordered stream: a fold would validate on the past with a model "
+    "trained on the future; keep one validation split (val_fraction)",
+    "tagged": "cross-validation is for many-to-one tasks (source npz); a tagged corpus has "
+    "tokens enough to validate on: raise val_fraction",
+    "built in": "built-in data is generated to any size: raise n_val for a steadier "
+    "validation value",
+}
 # Settings the budget block owns, so a study has one place to look for how long trials run.
 BUDGET_KEYS = ("max_epochs",)
 
@@ -249,10 +263,11 @@ class StudyConfig(_Strict):
     fixed: dict[str, Any] = Field(
         default_factory=dict, description="Settings every trial uses, by name."
     )
-    search: dict[str, Distribution] = Field(
-        default_factory=dict,
+    search: dict[str, Distribution] | Literal["default"] = Field(
+        default="default",
         description="Settings the sampler chooses, each a float, int or categorical "
-        "distribution; in file order.",
+        "distribution; in file order. `default` (also when omitted): the recommended space "
+        "for the task and the data's size, less the settings in `fixed`; `{}`: none.",
     )
     objective: list[Objective] = Field(
         default_factory=lambda: [Objective(metric="val_loss")],
@@ -274,13 +289,16 @@ class StudyConfig(_Strict):
     )
     tracking: Tracking = Field(default_factory=Tracking, description="The MLflow side.")
     seed: int = Field(default=0, description="Seeds the sampler.")
+    # The data size the default space was chosen for, when `search` is the default space.
+    _default_search: DataSize | None = PrivateAttr(default=None)
 
     @field_validator("task", mode="before")
     @classmethod
     def _loader_options(cls, value: Any) -> Any:
-        """A python loader's task keys other than source and loader are its keyword arguments."""
+        """A python loader's task keys other than source, loader and cv_folds are its keyword
+        arguments."""
         if isinstance(value, dict) and value.get("source") == "python":
-            own = {k: value[k] for k in ("source", "loader") if k in value}
+            own = {k: value[k] for k in ("source", "loader", "cv_folds") if k in value}
             return {**own, "options": {k: v for k, v in value.items() if k not in own}}
         return value
 
@@ -314,6 +332,16 @@ class StudyConfig(_Strict):
                 parts = {name: given}
             flat.update(parts)
         return flat
+
+    @property
+    def default_search(self) -> DataSize | None:
+        """What the default space was chosen for; None when the study file gives `search`."""
+        return self._default_search
+
+    @property
+    def cv_folds(self) -> int | None:
+        """Folds of cross-validation (`task.cv_folds`), None for one validation split."""
+        return getattr(self.task, "cv_folds", None)
 
     @property
     def objectives(self) -> list[Objective]:
@@ -367,6 +395,17 @@ def primary_index(metrics: Sequence[str]) -> int:
     return next((i for i, m in enumerate(metrics) if m != "n_params"), 0)
 
 
+def condition_holds(when: dict[str, Any], values: dict[str, Any]) -> bool:
+    """`{optimizer: sgd}` or `{num_layers: {gt: 1}}` or `{cell: {in: [lstm, gru]}}`: all must
+    hold for the values given (a parameter's `when:`)."""
+    for name, cond in when.items():
+        value = values.get(name)
+        tests = cond.items() if isinstance(cond, dict) else [("eq", cond)]
+        if not all(COMPARISONS[op](value, ref) for op, ref in tests):
+            return False
+    return True
+
+
 def _natural_direction(name: str) -> str:
     """The direction of the metric table (models.metrics); n_params is minimised."""
     return "maximize" if METRIC_MODES.get(name) == "max" else "minimize"
@@ -410,10 +449,44 @@ def parse_study(raw: Any, path: str | Path = "<study>", read_test: bool = False)
             cfg = StudyConfig.model_validate(partial)
         except ValidationError:
             raise StudyFileError(path, problems) from None
+    cfg = _with_search_space(cfg, failed)
     problems += _cross_checks(cfg, failed, read_test)
     if problems:
         raise StudyFileError(path, problems)
     return cfg
+
+
+def _with_search_space(cfg: StudyConfig, failed: set[str]) -> StudyConfig:
+    """`search: default` (or none given) made concrete: the recommended space for the task and
+    the data's size (tuner.default_space). Data that cannot be read gives an empty space here;
+    the data checks report why."""
+    if cfg.search != "default":
+        return cfg
+    space: dict[str, Any] = {}
+    size = None
+    if not failed & {"task", "fixed", "budget"}:
+        try:
+            max_len, n_train = training_shape(cfg.task)
+            if math.isinf(n_train):  # a text: known only once read, which validate avoids
+                n_train = _estimated_tokens(cfg.task)
+            tokens = cfg.task.source in TOKEN_SOURCES or (
+                cfg.task.source == "python" and task_data(cfg.task).info.vocab_size is not None
+            )
+            size = DataSize(
+                cfg.task_kind, n_train, max_len, tokens, cfg.budget.max_epochs,
+                characters=cfg.task.source == "tagged",
+            )  # fmt: skip
+            space = default_space(size, cfg.fixed)
+        except (DataError, OSError):
+            pass
+    chosen = cfg.model_copy(update={"search": _space_adapter().validate_python(space)})
+    chosen._default_search = size
+    return chosen
+
+
+@functools.cache
+def _space_adapter() -> TypeAdapter[dict[str, Any]]:
+    return TypeAdapter(dict[str, Distribution])
 
 
 def _known_keys_only(task: Any) -> dict[str, Any] | None:
@@ -438,6 +511,9 @@ def _describe(err: dict[str, Any]) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         msg = "unknown key"
+        if loc[:2] == ["task", "cv_folds"]:
+            source = err["loc"][1]
+            msg = CV_REFUSED.get(str(source), CV_REFUSED["built in"])
     where = ".".join(loc) or "(top level)"
     got = err.get("input")
     quiet = ("missing", "extra_forbidden", "unexpected_keyword_argument", "union_tag_invalid")
@@ -673,7 +749,12 @@ def _check_plugins(cfg: StudyConfig) -> list[str]:
         problems.append(
             f"sampler.name: {cfg.sampler.name} handles one objective; use nsgaii or tpe"
         )
-    if cfg.sampler.name == "grid":
+    if cfg.sampler.name == "grid" and cfg.default_search is not None:
+        problems.append(
+            "sampler.name: the grid sampler needs categorical choices, and the default search "
+            "space has ranges; write a `search:` block of categorical choices"
+        )
+    elif cfg.sampler.name == "grid":
         for name, dist in cfg.search.items():
             if not isinstance(dist, CategoricalDist):
                 problems.append(
@@ -682,24 +763,50 @@ def _check_plugins(cfg: StudyConfig) -> list[str]:
     return problems
 
 
+def _estimated_tokens(task: Any) -> float:
+    """A text's training tokens from its file size: a byte a character, six a word."""
+    path = getattr(task, "path", None) or getattr(task, "train", None)
+    share = 1 - task.val_fraction - task.test_fraction
+    return Path(path).stat().st_size / (1 if task.level == "char" else 6) * share
+
+
+def training_shape(task: DataConfig, with_test: bool = False) -> tuple[int, float]:
+    """(longest sequence, sequences a trial trains on): with `cv_folds`, the smallest fold's
+    training part. Read from the settings where they tell (built-in data: no data is made; a
+    text's size is unknown, so infinite), else from the data."""
+    shape = data_shape(task)
+    if shape is not None:
+        return shape
+    data = task_data(task, with_test)
+    folds = getattr(task, "cv_folds", None)
+    if not folds:
+        return data.info.max_len, data.info.n_train
+    pooled = data.info.n_train + len(data.val.inputs)
+    return data.info.max_len, pooled - math.ceil(pooled / max(folds, 1))
+
+
 def _check_data(cfg: StudyConfig, base: Settings, read_test: bool) -> list[str]:
-    """Data files exist, truncation fits the sequences, batches fit the training set."""
+    """Data files exist, folds fit the data, truncation fits the sequences, batches fit the
+    training set."""
     task = cfg.task
     missing = _missing_files(task, read_test)
     if missing:
         return missing
-    shape = data_shape(task)
-    if shape is None:
-        try:
-            info = task_data(task, read_test).info
-        except DataError as e:  # messages that start with a key path keep it as theirs
-            return [str(e) if str(e).startswith("task.") else f"task: {e}"]
-        shape = (info.max_len, info.n_train)
-    max_len, n_train = shape
-    problems = []
+    try:
+        problems = _check_folds(task, read_test)
+        if problems:
+            return problems
+        max_len, n_train = training_shape(task, read_test)
+    except DataError as e:  # messages that start with a key path keep it as theirs
+        return [str(e) if str(e).startswith("task.") else f"task: {e}"]
     for key, limit, what in (
         ("truncation", max_len, f"longer than the sequences ({max_len} steps)"),
-        ("batch_size", n_train, f"larger than the training set ({n_train} sequences)"),
+        (
+            "batch_size",
+            n_train,
+            f"larger than the training set ({n_train} sequences)"
+            + (" of a fold" if getattr(task, "cv_folds", None) else ""),
+        ),
     ):
         for where, value in _values_of(cfg, base, key):
             if value is not None and value > limit:
@@ -717,6 +824,27 @@ def _check_char_features(cfg: StudyConfig, base: Settings) -> list[str]:
         for where, value in _values_of(cfg, base, "char_features")
         if value is True
     ]
+
+
+def _check_folds(task: DataConfig, with_test: bool) -> list[str]:
+    folds = getattr(task, "cv_folds", None)
+    if folds is None:
+        return []
+    if folds < 2:
+        return [f"task.cv_folds: at least 2 folds (got {folds}); null: one validation split"]
+    data = task_data(task, with_test)
+    if data.info.task not in ("classification", "regression"):  # a python loader's choice
+        return [
+            f"task.cv_folds: cross-validation is for classification and regression; the "
+            f"loader returns a {data.info.task} task: keep its validation split"
+        ]
+    pooled = data.info.n_train + len(data.val.inputs)
+    if folds > pooled:
+        return [
+            f"task.cv_folds: {folds} folds need at least {folds} sequences outside the test "
+            f"split; the data has {pooled}"
+        ]
+    return []
 
 
 def _values_of(cfg: StudyConfig, base: Settings, key: str) -> list[tuple[str, Any]]:

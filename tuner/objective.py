@@ -1,7 +1,8 @@
 """One trial: sampled settings -> training with pruning and an epoch record -> its MLflow run.
 
-`Objective.__call__` reads top to bottom: suggest, open the run, train, return the best
-validation value(s); whatever happens, the run is closed with the trial's state and reason.
+`Objective.__call__` reads top to bottom: suggest, open the run, train (once, or on every fold of
+cross-validation: tuner.crossval), return the best validation value(s); whatever happens, the run
+is closed with the trial's state and reason.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from typing import Any
 
 import optuna
 
-from models import EpochCallback, TrainResult, train
+from models import EpochCallback, TaskData, TrainResult, train
+from models.config import Settings
 from models.data import task_data
+from models.data.folds import cv_folds
 from tuner.config import Objective as ObjectiveSpec
 from tuner.config import StudyConfig
+from tuner.crossval import CrossValidation
 from tuner.space import suggest
 from tuner.study import first_prunable_epoch
 from tuner.tracking import Tracker
@@ -86,6 +90,45 @@ class EpochRecorder(EpochCallback):
         return {"grad_norm_by_step": profile}
 
 
+class TrialRecord:
+    """What a trial's MLflow run records: one `EpochRecorder` per training (one, or one per fold
+    of cross-validation, whose curves are keyed `fold<k>/<metric>`, step = epoch)."""
+
+    def __init__(self, cv: CrossValidation | None = None) -> None:
+        self.cv = cv
+        self.recorders: list[EpochRecorder] = []
+
+    def recorder(self) -> EpochRecorder:
+        """A recorder for the next training."""
+        self.recorders.append(EpochRecorder())
+        return self.recorders[-1]
+
+    def history(self) -> list[dict[str, float]]:
+        if self.cv is None:
+            return self.recorders[0].history() if self.recorders else []
+        rows = [
+            {"epoch": row["epoch"], "time_ms": row["time_ms"]}
+            | {f"fold{k}/{key}": v for key, v in row.items() if key not in ("epoch", "time_ms")}
+            for k, recorder in enumerate(self.recorders)
+            for row in recorder.history()
+        ]
+        # The running mean after each fold, as the pruner saw it: step = fold.
+        means = self.cv.running_means()
+        return rows + [{"epoch": k, f"cv_{self.cv.monitor}": m} for k, m in enumerate(means)]
+
+    def summary(self, seconds: float, metrics: list[str]) -> dict[str, float]:
+        figures = {"wall_time_s": seconds, "n_params": 0.0, "epochs": 0.0}
+        for recorder in self.recorders:  # every fold's network has the same size
+            one = recorder.summary(seconds)
+            figures["n_params"] = one["n_params"]
+            figures["epochs"] += one["epochs"]
+        return figures | (self.cv.summary(metrics) if self.cv else {})
+
+    def profiles(self) -> dict[str, list[float]]:
+        """The last training's (with folds, the last fold's)."""
+        return self.recorders[-1].profiles() if self.recorders else {}
+
+
 class Objective:
     def __init__(
         self,
@@ -116,18 +159,11 @@ class Objective:
         run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
         if run_id:  # lets any worker close this run if ours dies mid-trial
             trial.set_user_attr("mlflow_run_id", run_id)
-        recorder = EpochRecorder()
+        record = TrialRecord(self._cross_validation())
         state, reason, best, started = "FAIL", None, [], time.perf_counter()
         try:
             with self.interrupts.armed():
-                result = train(
-                    settings,
-                    task_data(self.cfg.task),
-                    monitor=self.monitor,
-                    callbacks=self._callbacks(trial, recorder),
-                    trainer_kwargs=self.trainer_kwargs,
-                )
-            best = [_best(result, objective) for objective in self.cfg.objectives]
+                best = self._best_values(trial, settings, record)
             values = [value for value, _ in best]
             state = "COMPLETE"
             return values[0] if len(values) == 1 else values
@@ -141,7 +177,7 @@ class Objective:
                 raise TrialFailed(reason) from e  # Optuna records an Exception as FAIL
             raise
         finally:
-            summary = recorder.summary(time.perf_counter() - started)
+            summary = record.summary(time.perf_counter() - started, self.metrics)
             if state == "COMPLETE":
                 # as measured: a tie-break nudges only the value Optuna sees
                 summary |= {
@@ -149,14 +185,41 @@ class Objective:
                 }
             if run_id is None:  # the tracking server was away when the trial began: try again
                 run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
-            history, profiles = recorder.history(), recorder.profiles()
+            history, profiles = record.history(), record.profiles()
             self.tracker.finish_trial(run_id, state, history, summary, reason, profiles)
 
-    def _callbacks(self, trial: optuna.Trial, recorder: EpochRecorder) -> list[EpochCallback]:
+    def _best_values(
+        self, trial: optuna.Trial, settings: Settings, record: TrialRecord
+    ) -> list[tuple[float, float]]:
+        """Train (once, or on every fold) and return each objective's best value: as Optuna
+        sees it (with its tie-break) and as measured (`_best`); with folds, their means."""
+
+        def best(result: TrainResult) -> list[tuple[float, float]]:
+            return [_best(result, objective) for objective in self.cfg.objectives]
+
+        def fit(data: TaskData, callbacks: list[EpochCallback]) -> TrainResult:
+            callbacks = [record.recorder(), *callbacks]
+            return train(
+                settings, data, monitor=self.monitor, callbacks=callbacks,
+                trainer_kwargs=self.trainer_kwargs,
+            )  # fmt: skip
+
+        if record.cv is not None:
+            return record.cv.run(trial, lambda data, _: fit(data, []), best, self.prunes)
+        return best(fit(task_data(self.cfg.task), self._pruning(trial)))
+
+    def _cross_validation(self) -> CrossValidation | None:
+        if not self.cfg.cv_folds:
+            return None
+        data = task_data(self.cfg.task)
+        folds = cv_folds(data, self.cfg.cv_folds, seed=getattr(self.cfg.task, "seed", 0))
+        return CrossValidation(folds, self.cfg.primary_index, self.monitor)
+
+    def _pruning(self, trial: optuna.Trial) -> list[EpochCallback]:
         if not self.prunes:
-            return [recorder]
+            return []
         monitored = self.cfg.objectives[self.cfg.primary_index]
-        return [recorder, PruningCallback(trial, monitored, first_prunable_epoch(self.cfg))]
+        return [PruningCallback(trial, monitored, first_prunable_epoch(self.cfg))]
 
 
 def _best(result: TrainResult, objective: ObjectiveSpec) -> tuple[float, float]:

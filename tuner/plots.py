@@ -15,7 +15,8 @@ The study's parent run gets, under `plots/`:
     interactive.html the same as zoomable plotly figures (one file, works offline)
     notes.txt        the figures skipped, and why
 
-Each finished trial's run gets `curves.png`: its train and validation losses per epoch, and the
+Each finished trial's run gets `curves.png`: its train and validation losses per epoch (with
+cross-validation, its first fold's), and the
 gradient norm reaching each time step in its last epoch (`grad_norm_by_step`); a line that falls
 by decades toward step 0 is a vanishing gradient. A trial's plot is made once (the run is then
 tagged `rnn_tuner.curves`), so a report costs about one query per trial after the first.
@@ -162,7 +163,7 @@ def _trial_records(tracker: Tracker, parent_id: str, monitor: str) -> list[Trial
             int(run.tags["rnn_tuner.trial"]),
             run.tags.get("optuna.state", run.status),
             run.run_id,
-            tracker.metric_history(run.run_id, monitor),
+            _history(tracker, run.run_id, monitor),
             CURVES_TAG in run.tags,
         )
         for run in tracker.child_runs(parent_id)
@@ -171,9 +172,15 @@ def _trial_records(tracker: Tracker, parent_id: str, monitor: str) -> list[Trial
     return sorted(records, key=lambda r: r.number)
 
 
+def _history(tracker: Tracker, run_id: str, key: str) -> Curve:
+    """A trial's curve of `key`; a cross-validated trial (task.cv_folds) has one per fold, and
+    its first fold's stands for it."""
+    return tracker.metric_history(run_id, key) or tracker.metric_history(run_id, f"fold0/{key}")
+
+
 def _trial_histories(tracker: Tracker, run_id: str, monitor: str) -> tuple[dict[str, Curve], Curve]:
     keys = ["train_loss", "val_loss"] + ([monitor] if monitor not in ("val_loss", "value") else [])
-    curves = {k: tracker.metric_history(run_id, k) for k in keys}
+    curves = {k: _history(tracker, run_id, k) for k in keys}
     if curves.get(monitor) == curves["val_loss"]:  # regression: val_mse is the loss itself
         del curves[monitor]
     return curves, tracker.metric_history(run_id, "grad_norm_by_step")

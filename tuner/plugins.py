@@ -18,7 +18,7 @@ class Defaults:
     """What the tables' defaults depend on, taken from the study file."""
 
     seed: int | None  # None: a joining worker must not replay the creator's seeded draws
-    max_epochs: int
+    max_steps: int  # the last step a trial reports: max_epochs, or the folds of cross-validation
     warmup_epochs: int  # see tuner.study.warmup_epochs
     grid: Callable[[], dict[str, list[Any]]]  # the grid sampler's space
 
@@ -58,7 +58,7 @@ PRUNERS: dict[str, Callable[[Options, Defaults], Any]] = {
         **{"percentile": 25.0, "n_startup_trials": 4, "n_warmup_steps": d.warmup_epochs, **o}
     ),
     "successive-halving": lambda o, d: _pruners().SuccessiveHalvingPruner(**o),
-    "hyperband": lambda o, d: _pruners().HyperbandPruner(**{"max_resource": d.max_epochs, **o}),
+    "hyperband": lambda o, d: _pruners().HyperbandPruner(**{"max_resource": d.max_steps, **o}),
     "threshold": lambda o, d: _pruners().ThresholdPruner(**o),  # {upper: 1.0}: stop divergers
     "none": lambda o, d: _pruners().NopPruner(**o),
 }

@@ -45,8 +45,10 @@ from models import (
 )
 from models.config import Settings
 from models.data import task_data
+from models.data.folds import pooled
 from tuner.config import Objective as ObjectiveSpec
 from tuner.config import StudyConfig, load_study_file
+from tuner.crossval import retrain_epochs
 from tuner.study import best_trial as study_best_trial
 from tuner.tracking import Tracker
 
@@ -73,6 +75,7 @@ class Retrained:
     version: str
     model_uri: str
     run_id: str
+    train_sequences: int  # sequences the model trained on (after cross-validation: all of them)
 
     def text(self) -> str:
         test_metric = "test_" + self.metric.removeprefix("val_")
@@ -82,7 +85,12 @@ class Retrained:
                 f"retrained trial {self.trial} of study {self.study!r}: {self.epochs} epoch(s), "
                 f"{self.seconds:.1f} s",
                 f"  validation {self.metric}: {self.study_value:.5g} in the study, "
-                f"{self.value:.5g} retrained",
+                + (
+                    f"{self.value:.5g} retrained"
+                    if math.isfinite(self.value)  # else no validation split: cross-validated
+                    else f"the folds' mean; retrained on all {self.train_sequences} training "
+                    "sequences"
+                ),
                 self._test_line(test_metric, others),
                 f"registered model {self.model_name!r} version {self.version} "
                 f"(models:/{self.model_name}/{self.version}), run {self.run_id}",
@@ -130,20 +138,21 @@ def retrain(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent_id: 
     started = time.perf_counter()
     trial, index = best_trial(study, cfg)
     metric = cfg.objectives[index].metric
-    settings = replace(cfg.base_settings(), **trial.params)
-    data = task_data(cfg.task, with_test=True)  # the only reader of a separate test file
+    settings, data, stop_after = training_plan(cfg, trial)
     name = model_name(study.study_name)
     params = {**settings.to_dict(), **{f"task.{k}": v for k, v in asdict(cfg.task).items()}}
     tags = {"rnn_tuner.study": study.study_name, "rnn_tuner.best_trial": str(trial.number)}
     run_id = tracker.start_retrain(parent_id, params, tags)
     try:
         with tempfile.TemporaryDirectory(prefix="rnn-tuner-retrain-") as tmp:
-            result = _fit(settings, data, cfg.objectives[index], Path(tmp) / "checkpoint")
+            checkpoint = Path(tmp) / "checkpoint"
+            result = _fit(settings, data, cfg.objectives[index], checkpoint, stop_after)
             # the one look at the test split; none when pre-split files name no test file
             test = {} if data.test is None else evaluate(result.module, data, "test")
             summary = {**test, f"study_{metric}": trial.values[index], "n_params": result.n_params}
+            summary["train_sequences"] = len(result.trainer.train_dataloader.dataset)
             tracker.log_metrics(run_id, result.history, summary)
-            tracker.log_artifacts(run_id, str(Path(tmp) / "checkpoint"), "checkpoint")
+            tracker.log_artifacts(run_id, str(checkpoint), "checkpoint")
             model_uri, version = _log_model(tracker, run_id, result.module, data, name)
         tracker.set_tags(run_id, {"rnn_tuner.model": f"{name}/{version}"})
         tracker.end_run(run_id)
@@ -154,16 +163,44 @@ def retrain(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent_id: 
     return Retrained(
         study.study_name, trial.number, metric, trial.values[index], result.best_value, test,
         result.epochs, seconds, name, version, model_uri, run_id,
+        int(summary["train_sequences"]),
     )  # fmt: skip
 
 
+def training_plan(
+    cfg: StudyConfig, trial: optuna.trial.FrozenTrial
+) -> tuple[Settings, TaskData, int | None]:
+    """The trial's settings, the data to train them on and the epoch to stop after (None: as
+    the trial did). After cross-validation: every sequence outside the test split, no
+    validation, stopped after the folds' mean best epoch; `max_epochs` stays the budget, so an
+    epoch-indexed schedule (cosine) runs those epochs exactly as in the folds."""
+    settings = replace(cfg.base_settings(), **trial.params)
+    data = task_data(cfg.task, with_test=True)  # the only reader of a separate test file
+    if not cfg.cv_folds:
+        return settings, data, None
+    best_epochs = trial.user_attrs.get("cv_best_epochs")
+    if not best_epochs:
+        raise NoBestTrial(
+            f"trial {trial.number} has no best epochs of its folds (`cv_best_epochs`): it ran "
+            "without task.cv_folds; retrain with the study file it ran with (--study-file)"
+        )
+    return replace(settings, patience=None), pooled(data), retrain_epochs(best_epochs)
+
+
 def _fit(
-    settings: Settings, data: TaskData, objective: ObjectiveSpec, checkpoint_dir: Path
+    settings: Settings,
+    data: TaskData,
+    objective: ObjectiveSpec,
+    checkpoint_dir: Path,
+    stop_after: int | None,
 ) -> TrainResult:
-    """Train as the trial did; the result's module holds its best validation epoch's weights,
-    which are also left as `checkpoint_dir/model.ckpt`."""
+    """Train as the trial did; the result's module holds its best validation epoch's weights
+    (without a validation split, the last epoch's), also left as `checkpoint_dir/model.ckpt`."""
     keep = BestWeights(objective)
-    result = train(settings, data, monitor=objective.metric, callbacks=[keep])
+    options = None if stop_after is None else {"limit_val_batches": 0, "max_epochs": stop_after}
+    result = train(
+        settings, data, monitor=objective.metric, callbacks=[keep], trainer_kwargs=options
+    )
     if keep.state is not None:  # else never a finite value: keep the last epoch
         result.module.load_state_dict(keep.state)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)

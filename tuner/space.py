@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 
 from models.config import Settings
-from tuner.config import COMPARISONS, CategoricalDist, FloatDist, IntDist, StudyConfig
+from tuner.config import CategoricalDist, FloatDist, IntDist, StudyConfig, condition_holds
 
 
 def suggest(trial: optuna.Trial, cfg: StudyConfig) -> tuple[Settings, dict[str, Any]]:
@@ -21,7 +21,7 @@ def suggest(trial: optuna.Trial, cfg: StudyConfig) -> tuple[Settings, dict[str, 
     base = cfg.base_settings()
     sampled: dict[str, Any] = {}
     for name, dist in cfg.search.items():
-        if dist.when and not _holds(dist.when, {**base.to_dict(), **sampled}):
+        if dist.when and not condition_holds(dist.when, {**base.to_dict(), **sampled}):
             continue
         sampled[name] = _suggest_one(trial, name, dist)
     return replace(base, **sampled), sampled
@@ -34,16 +34,6 @@ def _suggest_one(trial: optuna.Trial, name: str, dist: Any) -> Any:
         return trial.suggest_int(name, dist.low, dist.high, log=dist.log, step=dist.step)
     assert isinstance(dist, CategoricalDist)
     return trial.suggest_categorical(name, dist.choices)
-
-
-def _holds(when: dict[str, Any], values: dict[str, Any]) -> bool:
-    """`{optimizer: sgd}` or `{num_layers: {gt: 1}}` or `{cell: {in: [lstm, gru]}}`: all must hold."""
-    for name, cond in when.items():
-        value = values.get(name)
-        tests = cond.items() if isinstance(cond, dict) else [("eq", cond)]
-        if not all(COMPARISONS[op](value, ref) for op, ref in tests):
-            return False
-    return True
 
 
 def grid_space(cfg: StudyConfig) -> dict[str, list[Any]]:

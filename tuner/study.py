@@ -44,7 +44,9 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
 
 
 def _defaults(cfg: StudyConfig, seed: int | None) -> Defaults:
-    return Defaults(seed, cfg.budget.max_epochs, warmup_epochs(cfg), lambda: grid_space(cfg))
+    # A trial reports per epoch, or per fold with cross-validation (tuner.crossval).
+    steps = cfg.cv_folds or cfg.budget.max_epochs
+    return Defaults(seed, steps, warmup_epochs(cfg), lambda: grid_space(cfg))
 
 
 def first_prunable_epoch(cfg: StudyConfig) -> int:
@@ -61,7 +63,12 @@ def warmup_epochs(cfg: StudyConfig) -> int:
     A recurrent network often sits on a plateau for a few epochs before its loss drops (the
     adding problem at the mean's MSE); judged at epoch 2, such late starters were pruned, and
     the default search needed 0.59 of random search's epochs to match it, against 0.32 with
-    half of max_epochs (benchmarks/bench_search.py, 5 seeds, max_epochs 6)."""
+    half of max_epochs (benchmarks/bench_search.py, 5 seeds, max_epochs 6).
+
+    With cross-validation the steps are folds, each a complete training judged by its best
+    epoch: none to wait for (tuner.crossval)."""
+    if cfg.cv_folds:
+        return 0
     return max(2, cfg.budget.max_epochs // 2)
 
 

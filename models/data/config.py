@@ -113,6 +113,10 @@ class NpzData:
     """Share of the sequences for test."""
     seed: int = 0
     """Shuffles the sequences into the splits."""
+    cv_folds: int | None = None
+    """Cross-validation: K folds of every sequence outside the test split (the validation split
+    joins them), stratified by class; a trial trains K times and scores the mean of the folds.
+    null: one validation split."""
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,9 @@ class PythonData:
     directly in the task block."""
     source: Literal["python"] = "python"
     """Your own loader (a Python function)."""
+    cv_folds: int | None = None
+    """Cross-validation of a classification or regression loader's independent sequences, as
+    for npz (folds seeded with 0); not passed to the loader. null: its validation split."""
 
 
 DataConfig = (
