@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
@@ -73,6 +74,81 @@ def test_max_trials_is_the_study_s_total_across_runs(workdir: Path, storage: str
     run(study_file, storage, "--max-trials", "5", "--n-trials", "2")  # this run's own cap first
     run(study_file, storage, "--max-trials", "5", "--n-trials", "9")  # then the study's
     assert [t.state.name for t in trials(storage)] == ["COMPLETE"] * 5
+
+
+class CutConnection:
+    """The study database drops the connection, `times` times, when the worker sends a
+    statement that starts with `prefix` (what a database restart does to a connection in use);
+    a dropped connection reaches the worker as SQLAlchemy's OperationalError."""
+
+    def __init__(self, storage: str, prefix: tuple[str, ...], times: int) -> None:
+        self.database, self.prefix = sa.make_url(storage).database, prefix
+        self.left, self.cuts = times, 0
+
+    def __call__(self, conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        cut = self.left and statement.lstrip().upper().startswith(self.prefix)
+        if cut and conn.engine.url.database == self.database:
+            self.left, self.cuts = self.left - 1, self.cuts + 1
+            raise sa.exc.OperationalError(statement, parameters, Exception("connection lost"))
+
+
+# Optuna's stale-trial check before each ask (`now()` on PostgreSQL, on SQLite its spelling);
+# trial creation itself Optuna retries five times before the worker sees an error.
+STALE_CHECK = ("SELECT NOW()", "SELECT CURRENT_TIMESTAMP")
+TELL_VALUE = ("INSERT INTO TRIAL_VALUES ",)
+
+
+@pytest.fixture
+def cut_connection(storage: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("tuner.study._DB_RETRY_WAIT", 0.0)  # the retries' waits, not their count
+    installed: list[CutConnection] = []
+
+    def install(prefix: tuple[str, ...], times: int) -> CutConnection:
+        installed.append(CutConnection(storage, prefix, times))
+        sa.event.listen(sa.Engine, "before_cursor_execute", installed[-1])
+        return installed[-1]
+
+    yield install
+    for cut in installed:
+        sa.event.remove(sa.Engine, "before_cursor_execute", cut)
+
+
+@pytest.mark.parametrize("budget", ["--max-trials", "--n-trials"])
+def test_a_connection_dropped_before_the_trial_exists_loses_no_slot(
+    workdir: Path, storage: str, cut_connection, budget: str
+):
+    study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
+    cut = cut_connection(STALE_CHECK, times=2)  # the slot is claimed, the trial not created
+    run(study_file, storage, budget, "3")
+    assert cut.cuts == 2
+    assert [t.state.name for t in trials(storage)] == ["COMPLETE"] * 3
+
+
+def test_a_worker_that_gives_up_on_the_database_gives_its_slot_back(
+    workdir: Path, storage: str, cut_connection
+):
+    study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
+    cut = cut_connection(STALE_CHECK, times=1000)  # a lasting outage, after the claim only
+    result = CliRunner().invoke(
+        main, ["run", str(study_file), "--storage", storage, "--max-trials", "2"]
+    )
+    assert result.exit_code == 1 and "the study database stayed unreachable" in result.output
+    assert cut.cuts > 1 and trials(storage) == []
+    cut.left = 0  # the database is back: the study still gets every trial of its budget
+    run(study_file, storage, "--max-trials", "2")
+    assert [t.state.name for t in trials(storage)] == ["COMPLETE"] * 2
+
+
+def test_a_trial_whose_result_the_database_lost_is_told_again_not_trained_again(
+    workdir: Path, storage: str, cut_connection
+):
+    study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
+    cut = cut_connection(TELL_VALUE, times=1)  # the first trial trained; its tell fails
+    result = run(study_file, storage, "--max-trials", "3")
+    assert cut.cuts == 1
+    assert [t.state.name for t in trials(storage)] == ["COMPLETE"] * 3  # none left RUNNING
+    assert "3 complete here" in result.output
+    assert [r.info.status for r in trial_runs(workdir)] == ["FINISHED"] * 3
 
 
 def test_no_trial_starts_after_the_timeout(workdir: Path, storage: str):

@@ -89,29 +89,57 @@ class Claim(enum.Enum):
 class Slots:
     """Both budgets at once: the study's (`budget`, None without --max-trials) and this
     command's (`limit` trials, counted in `shared`, a multiprocessing.Value of the local workers,
-    or in this process alone)."""
+    or in this process alone).
+
+    A slot is held from its claim until a trial starts on it (`spend`). Between the two, Optuna
+    still reads and writes the database (its stale-trial check, its ask); when a dropped
+    connection fails that, the worker tries again and its next claim returns the held slot
+    instead of taking a second one that no trial would use."""
 
     def __init__(
         self, budget: TrialBudget | None, limit: int | None, shared: Any, study: Any
     ) -> None:
         self.budget, self.limit, self.shared, self.study = budget, limit, shared, study
         self.local = 0
+        self.held_local = self.held_study = False  # taken, no trial started on it yet
 
     def claim(self) -> Claim:
-        if self.budget is not None and not self.budget.claim():
-            return Claim.WAIT if has_running_trials(self.study) else Claim.STOP
-        if not self._claim_local():
-            if self.budget is not None:
-                self.budget.release()
-            return Claim.STOP
+        # This command's slot first: it needs no database, so no dropped connection loses it.
+        if not self.held_local:
+            if not self._count_local(+1):
+                return Claim.STOP
+            self.held_local = True
+        if self.budget is not None and not self.held_study:
+            if not self.budget.claim():
+                return Claim.WAIT if has_running_trials(self.study) else Claim.STOP
+            self.held_study = True
         return Claim.RUN
 
-    def _claim_local(self) -> bool:
+    def spend(self) -> None:
+        """A trial started on the held slot: it counts, however the trial ends."""
+        self.held_local = self.held_study = False
+
+    def release(self) -> None:
+        """Give back a held slot that no trial will use: this worker stops."""
+        if self.held_study and self.budget is not None:
+            # After a lasting outage this fails too: the error that stopped the worker matters.
+            with contextlib.suppress(sa.exc.DBAPIError):
+                self.budget.release()
+        if self.held_local:
+            self._count_local(-1)
+        self.spend()
+
+    def _count_local(self, step: int) -> bool:
+        """Move this command's count by `step` unless that passes `limit`."""
         if self.limit is None:
             return True
-        if self.shared is None:
-            self.local += 1
-            return self.local <= self.limit
-        with self.shared.get_lock():
-            self.shared.value += 1
-            return self.shared.value <= self.limit
+        lock = self.shared.get_lock() if self.shared is not None else contextlib.nullcontext()
+        with lock:
+            count = self.local if self.shared is None else self.shared.value
+            if count + step > self.limit:
+                return False
+            if self.shared is None:
+                self.local = count + step
+            else:
+                self.shared.value = count + step
+            return True

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.budget import Claim, Slots, TrialBudget, trials_counted
 from tuner.end_of_study import finish_if_last
@@ -65,9 +65,15 @@ def run_trials(
     stop: Callable[[], bool],
     wait: float,
 ) -> None:
-    """The loop: claim a slot, ask, train, tell, record; until the slots run out or `stop()`."""
+    """The loop: claim a slot, ask, train, tell, record; until the slots run out or `stop()`.
+
+    A database error anywhere in one turn retries the turn (`retrying`). The retry takes the
+    slot held for a trial that never started rather than a second one, and tells again a trial
+    whose tell the error lost; the loop's end gives back a slot that no trial used."""
+    last = LastTrial(objective, slots, record)
 
     def one_trial() -> bool:
+        last.tell_again(study)
         claim = slots.claim()
         if claim is Claim.STOP:
             return False
@@ -77,11 +83,50 @@ def run_trials(
             return True
         # Ask, train (objective), tell, record (callback): one trial per call, so Optuna runs
         # its heartbeat and fails stale trials around it.
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[record])
+        study.optimize(last.run, n_trials=1, catch=(Exception,), callbacks=[last.recorded])
         return True
 
-    while not stop() and retrying(one_trial):
-        pass
+    try:
+        while not stop() and retrying(one_trial):
+            pass
+    finally:
+        slots.release()
+
+
+class LastTrial:
+    """The trial this worker started last and its objective's outcome, kept until the trial is
+    recorded: Optuna's tell can fail on a dropped connection after training, and the trial,
+    left RUNNING, would later go stale and train again as a retry in an extra trial."""
+
+    def __init__(self, objective: Objective, slots: Slots, record: Callable[..., None]) -> None:
+        self.objective, self.slots, self.record = objective, slots, record
+        self.trial: optuna.Trial | None = None  # started, not yet recorded
+        self.values: Any = None
+        self.state: TrialState | None = None  # for Optuna's tell: None lets the values decide
+
+    def run(self, trial: optuna.Trial) -> Any:
+        """The function `study.optimize` calls once Optuna has created the trial."""
+        self.slots.spend()  # the trial exists: its slot is used, however it ends
+        self.trial, self.values, self.state = trial, None, TrialState.FAIL
+        try:
+            self.values = self.objective(trial)
+        except optuna.TrialPruned:
+            self.state = TrialState.PRUNED
+            raise
+        self.state = None
+        return self.values
+
+    def recorded(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.trial = None  # told: a later error must not record it twice
+        self.record(study, trial)
+
+    def tell_again(self, study: optuna.Study) -> None:
+        """Tell and record the last trial if an error came before it was recorded; a trial
+        already finished (its tell went through, or a worker found it stale) is only recorded."""
+        if self.trial is None:
+            return
+        told = study.tell(self.trial, self.values, self.state, skip_if_finished=True)
+        self.recorded(study, told)
 
 
 def _stop_when(interrupts: Interrupts, timeout: float | None) -> Callable[[], bool]:
