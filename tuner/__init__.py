@@ -6,7 +6,8 @@ A newcomer's path, from `rnn-tuner run studies/x.yaml` to the MLflow run of one 
   worker.run_worker: tracking.Tracker; stale.storage_with_heartbeats; study.open_study (sampler
     and pruner from plugins); worker._attach_parent (the study's MLflow parent run).
   worker.run_trials, the loop: budget.Slots.claim, then study.optimize(n_trials=1): Optuna asks
-    for a trial, calls objective.Objective, tells the result and calls worker.RecordTrial.
+    for a trial, calls objective.Objective (through worker.LastTrial, which keeps the outcome
+    until it is recorded), tells the result and calls worker.RecordTrial.
   objective.Objective.__call__: space.suggest; Tracker.start_trial opens the trial's child run;
     models.train fits with PruningCallback; Tracker.finish_trial logs epochs, closes the run.
   The last worker out: end_of_study.finish_if_last -> plots.write_report, Tracker.close_parent.
