@@ -132,7 +132,8 @@ def test_workers_carry_on_when_the_database_drops_their_connections(
     database = postgres_url.rsplit("/", 1)[1]
     killed = 0
     try:
-        wait_until(lambda: running_trials(postgres_url), what="a trial to start")
+        # two workers import torch, Lightning and MLflow first: minutes on a loaded machine
+        wait_until(lambda: running_trials(postgres_url), timeout=300, what="a trial to start")
         for _ in range(3):  # what a database restart does to every open connection
             with admin.connect() as conn:
                 killed += len(
