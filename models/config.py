@@ -7,7 +7,7 @@ module stays free of any tuning library.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
 
 Cell = Literal["rnn", "lstm", "gru"]
@@ -59,6 +59,13 @@ class Settings:
     """Many-to-one tasks: the `last` hidden state, or the `mean` / `max` over the real steps."""
     nonnegative: bool = False
     """Regression: softplus on the output, for targets that cannot be negative."""
+    network: str | None = None
+    """Your own network in place of the built-in one: `"package.module:build"`, a function
+    `(settings, data_info) -> torch.nn.Module` importable from the working directory; the module
+    follows the protocol of docs/networks.md. null: the built-in recurrent network."""
+    user: dict[str, Any] = field(default_factory=dict)
+    """Free settings for your `network`, written `user.NAME` in `fixed:` and `search:` (e.g.
+    `user.kernel_size`) and read by `build` as `settings.user["kernel_size"]`."""
 
     # --- optimisation ---
     optimizer: Optimizer = "adam"
@@ -140,9 +147,32 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def params(self) -> dict[str, Any]:
+        """The settings by the names a study file gives them: `user` as `user.NAME` keys (how
+        MLflow records them and `when:` conditions name them)."""
+        flat = {k: v for k, v in asdict(self).items() if k != "user"}
+        return {**flat, **{USER_PREFIX + k: v for k, v in self.user.items()}}
+
+    def with_values(self, values: dict[str, Any]) -> Settings:
+        """A copy with `values` set, by study-file name: `user.NAME` keys go into `user`."""
+        plain = {k: v for k, v in values.items() if not k.startswith(USER_PREFIX)}
+        user = {k.removeprefix(USER_PREFIX): v for k, v in values.items() if k not in plain}
+        return replace(self, **plain, user={**self.user, **user})
+
+
+USER_PREFIX = "user."  # the namespace of a user network's own settings
+
+
+def is_user_setting(name: str) -> bool:
+    return name.startswith(USER_PREFIX) and len(name) > len(USER_PREFIX)
+
 
 # Settings a study file may also write as a mapping; `expand_setting` makes them flat fields.
-MAPPING_FORMS = {"scheduler": "{name: CLASS, options: {...}}", "init": "{uniform: a}"}
+MAPPING_FORMS = {
+    "scheduler": "{name: CLASS, options: {...}}",
+    "init": "{uniform: a}",
+    "user": "{NAME: value, ...}",
+}
 
 
 def expand_setting(name: str, value: Any) -> dict[str, Any]:
@@ -156,6 +186,8 @@ def expand_setting(name: str, value: Any) -> dict[str, Any]:
         return {"scheduler": value["name"], "scheduler_options": value.get("options") or {}}
     if name == "init" and list(value) == ["uniform"]:
         return {"init": "uniform", "init_scale": value["uniform"]}
+    if name == "user" and all(isinstance(k, str) and k for k in value):
+        return {USER_PREFIX + k: v for k, v in value.items()}
     raise ValueError(f"write it as a name or as `{MAPPING_FORMS[name]}` (got {value!r})")
 
 

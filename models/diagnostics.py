@@ -36,7 +36,8 @@ def gradient_flow(net: SequenceNet, batch: Batch) -> tuple[float, list[float]]:
     Parameter gradients are untouched. L is the task loss for classification and regression,
     and the loss at each sequence's last real step for tagging and language modelling, so that
     the profile always measures how far a gradient from the end travels back. Steps are
-    padded-time positions from a fresh zero state."""
+    padded-time positions from a fresh zero state. A user network (`models.user_network`) is
+    followed from its raw inputs; one that takes token ids has none to follow: NaN."""
     with torch.inference_mode(False), torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):  # fmt: skip
         # cuDNN cannot back-propagate an RNN in eval mode; inference tensors cannot join a graph
         inputs, targets = batch.inputs.clone(), known_targets(batch.targets.clone())
@@ -44,7 +45,10 @@ def gradient_flow(net: SequenceNet, batch: Batch) -> tuple[float, list[float]]:
         lengths = torch.full((batch_size,), steps, device=inputs.device)
         if batch.lengths is not None:
             lengths = batch.lengths.clone().to(inputs.device)
-        x = net.embed(inputs).detach().requires_grad_(True)  # (B, T, E)
+        x = net.embed(inputs).detach()  # (B, T, E)
+        if not x.is_floating_point():  # a user network that embeds token ids itself
+            return math.nan, []
+        x.requires_grad_(True)
         features, _ = net.recur(x, None if batch.lengths is None else lengths)
         mask, last = step_mask(lengths, steps), lengths - 1
         (grad,) = torch.autograd.grad(_end_loss(net, features, targets, mask, last), x)

@@ -32,13 +32,13 @@ from models.config import Settings
 from models.data.base import Batch, DataInfo
 from models.errors import DivergenceError
 from models.metrics import METRIC_MODES, accumulate, default_monitor, ratio, summarize
-from models.network import MANY_TO_ONE, SequenceNet, State, detach_state
+from models.network import MANY_TO_ONE, State, build_network, detach_state
 from models.schedules import EpochSchedule
 from models.stopping import Best, Patience
 
 
 class SequenceModule(pl.LightningModule):
-    """Trains a `SequenceNet`. Takes `Settings` and `DataInfo` as dicts (or the dataclasses,
+    """Trains a `SequenceNet` or the user's network (`models.user_network`). Takes `Settings` and `DataInfo` as dicts (or the dataclasses,
     stored as dicts) so that checkpoints load with `load_from_checkpoint`."""
 
     def __init__(
@@ -55,7 +55,7 @@ class SequenceModule(pl.LightningModule):
         self.monitor, self.mode = (
             default_monitor(self.info.task) if monitor is None else (monitor, METRIC_MODES[monitor])
         )
-        self.net = SequenceNet(self.settings, self.info)
+        self.net = build_network(self.settings, self.info)
         self.automatic_optimization = False  # TBPTT steps the optimizer per chunk
         self.many_to_one = self.info.task in MANY_TO_ONE
         self._weights = optim.penalized(self.net)

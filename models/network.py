@@ -32,8 +32,8 @@ def map_state(fn: Callable[[Tensor], Tensor], state: State) -> State:
     return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)  # type: ignore[return-value]
 
 
-def detach_state(state: State) -> State:
-    return map_state(Tensor.detach, state)
+def detach_state(state: State | None) -> State | None:
+    return None if state is None else map_state(Tensor.detach, state)
 
 
 def select_state(state: State, rows: Tensor) -> State:
@@ -192,13 +192,8 @@ class SequenceNet(nn.Module):
         """(B, T, H) features -> (B, H) over the real steps `mask` (B, T); `last` (B,) indexes
         each row's last real step. A bidirectional network's backward half is taken at step 0
         under "last" pooling, where that direction ends."""
-        if self.pooling == "mean":
-            return (features * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        if self.pooling == "max":
-            return features.masked_fill(~mask[..., None], float("-inf")).amax(1)
-        rows = torch.arange(features.shape[0], device=features.device)
-        pooled = features[rows, last]
-        if self.directions == 2:
+        pooled = pool_steps(features, mask, last, self.pooling)
+        if self.directions == 2 and self.pooling == "last":
             pooled = torch.cat(
                 [pooled[:, : self.hidden_size], features[:, 0, self.hidden_size :]], 1
             )
@@ -212,11 +207,37 @@ class SequenceNet(nn.Module):
     def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Predictions for whole sequences from a zero state: (B, output_size) for the
         many-to-one tasks, (B, T, output_size) for tagging and language modelling."""
-        features, _ = self.encode(inputs, lengths)  # (B, T, H * directions)
-        if self.task not in MANY_TO_ONE:
-            return self.head(features)
-        batch, steps = features.shape[:2]
-        if lengths is None:
-            lengths = torch.full((batch,), steps, device=features.device)
-        lengths = lengths.to(features.device)
-        return self.head(self.pool(features, step_mask(lengths, steps), lengths - 1))
+        return whole_sequences(self, inputs, lengths)
+
+
+def whole_sequences(net: nn.Module, inputs: Tensor, lengths: Tensor | None) -> Tensor:
+    """The training core's one path from inputs to predictions, for `SequenceNet` and
+    `models.user_network.UserNet` alike: `encode` from a zero state, then `pool` over the real
+    steps (many-to-one tasks) and `head`."""
+    features, _ = net.encode(inputs, lengths)  # (B, T, F)
+    if net.task not in MANY_TO_ONE:
+        return net.head(features)
+    batch, steps = features.shape[:2]
+    if lengths is None:
+        lengths = torch.full((batch,), steps, device=features.device)
+    lengths = lengths.to(features.device)
+    return net.head(net.pool(features, step_mask(lengths, steps), lengths - 1))
+
+
+def pool_steps(features: Tensor, mask: Tensor, last: Tensor, pooling: str) -> Tensor:
+    """(B, T, F) -> (B, F): the `mean` or `max` over the real steps `mask` (B, T), or the
+    `last` real step, which `last` (B,) indexes."""
+    if pooling == "mean":
+        return (features * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    if pooling == "max":
+        return features.masked_fill(~mask[..., None], float("-inf")).amax(1)
+    return features[torch.arange(features.shape[0], device=features.device), last]
+
+
+def build_network(settings: Settings, info: DataInfo) -> nn.Module:
+    """`SequenceNet`, or the user's network (`settings.network`) behind its adapter."""
+    if settings.network is None:
+        return SequenceNet(settings, info)
+    from models.user_network import UserNet
+
+    return UserNet(settings, info)

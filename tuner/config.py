@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from models.config import MAPPING_FORMS, Settings, expand_setting
+from models.config import MAPPING_FORMS, Settings, expand_setting, is_user_setting
 from models.data import FILE_SOURCES, data_shape, task_data
 from models.data.config import SOURCES, DataConfig, naive_baselines
 from models.data.files import named_files
@@ -383,7 +383,7 @@ class StudyConfig(_Strict):
 
     def base_settings(self) -> Settings:
         """Settings shared by every trial: defaults, then `fixed`, then the budget."""
-        return replace(Settings(**self.fixed), max_epochs=self.budget.max_epochs)
+        return replace(Settings().with_values(self.fixed), max_epochs=self.budget.max_epochs)
 
     def experiment_name(self) -> str:
         return self.tracking.experiment or self.study.name
@@ -551,8 +551,10 @@ def _cross_checks(cfg: StudyConfig, failed: set[str], read_test: bool = False) -
     if not failed & {"objective", "sampler", "pruner"}:
         problems += _check_plugins(cfg)
     if "task" not in failed:
-        problems += _check_data(cfg, base, read_test)
-        problems += _check_char_features(cfg, base)
+        data_problems = _check_data(cfg, base, read_test)
+        problems += data_problems + _check_char_features(cfg, base)
+        if base.network is not None and not data_problems:  # it runs on the data
+            problems += _check_network(cfg, base)
     return problems
 
 
@@ -565,9 +567,12 @@ def _misplaced_names(cfg: StudyConfig, problems: list[str]) -> set[str]:
         for name in names:
             if name in BUDGET_KEYS:
                 problems.append(f"{block}.{name}: set it as budget.{name}")
-            elif name not in known:
+            elif name == "network" and block == "search":
+                problems.append("search.network: one network per study; set it in fixed")
+            elif name not in known and not is_user_setting(name):
                 problems.append(
-                    f"{block}.{name}: unknown setting; valid: {', '.join(sorted(known))}"
+                    f"{block}.{name}: unknown setting; valid: {', '.join(sorted(known))}, "
+                    "or user.NAME for your own network"
                 )
             else:
                 continue
@@ -582,13 +587,16 @@ def _misplaced_names(cfg: StudyConfig, problems: list[str]) -> set[str]:
 def _checked_fixed(cfg: StudyConfig, problems: list[str]) -> Settings:
     """Settings from `fixed`, with each invalid value reported under its own key and dropped."""
     good: dict[str, Any] = {}
+    user = {k: v for k, v in cfg.fixed.items() if is_user_setting(k)}  # free: build reads them
     for name, value in cfg.fixed.items():
+        if name in user:
+            continue
         err = _kept_mapping(name, value) or _settings_error({**good, name: value})
         if err:
             problems.append(f"fixed.{name}: {err}")
         else:
             good[name] = value
-    return Settings(**good)
+    return Settings().with_values({**good, **user})
 
 
 def _kept_mapping(name: str, value: Any) -> str | None:
@@ -644,7 +652,7 @@ def _check_distribution(name: str, dist: Any, base: Settings, cfg: StudyConfig) 
             problems.append(f"{where}: step cannot be combined with log: true")
         samples = {f"{where}.low": dist.low, f"{where}.high": dist.high}
     for key, value in samples.items():
-        err = _settings_error({**_known_fields(base), name: value})
+        err = not is_user_setting(name) and _settings_error({**_known_fields(base), name: value})
         if err:
             problems.append(f"{key}: {err}")
     if dist.when:
@@ -811,6 +819,28 @@ def _check_data(cfg: StudyConfig, base: Settings, read_test: bool) -> list[str]:
         for where, value in _values_of(cfg, base, key):
             if value is not None and value > limit:
                 problems.append(f"{where}: {key} {value} is {what}")
+    return problems
+
+
+def _check_network(cfg: StudyConfig, base: Settings) -> list[str]:
+    """The user's network imports, builds with the first value of every searched setting, and
+    runs on one training batch with the right output shape; a stateless one has no truncation."""
+    from models.user_network import network_problems
+
+    first = {
+        name: dist.choices[0] if isinstance(dist, CategoricalDist) else dist.low
+        for name, dist in cfg.search.items()
+        if not dist.when
+    }
+    probe = replace(base.with_values(first), truncation=None, max_epochs=1)
+    problems, stateful = network_problems(probe, task_data(cfg.task))
+    if stateful is False:
+        problems += [
+            f"{where}: network {base.network} returns no state, so it trains with full "
+            "backpropagation; truncation must be null"
+            for where, value in _values_of(cfg, base, "truncation")
+            if value is not None
+        ]
     return problems
 
 

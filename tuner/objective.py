@@ -155,7 +155,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         settings, _ = suggest(trial, self.cfg)
         task = {f"task.{k}": v for k, v in asdict(self.cfg.task).items()}
-        params = {**settings.to_dict(), **task}
+        params = {**settings.params(), **task}
         run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
         if run_id:  # lets any worker close this run if ours dies mid-trial
             trial.set_user_attr("mlflow_run_id", run_id)

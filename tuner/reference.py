@@ -56,6 +56,9 @@ TABLES: dict[str, dict[str, Any]] = {
 }
 
 
+USER_PATTERN = r"^user\..+"  # `user.NAME`: the settings of your own network (`Settings.user`)
+
+
 def study_file_schema() -> dict[str, Any]:
     """The JSON Schema of a study file. `fixed:` is given the settings' own schema and `search:`
     their names, so that an editor completes and checks setting names in both (the tuner itself
@@ -66,13 +69,16 @@ def study_file_schema() -> dict[str, Any]:
         prop = settings["properties"][name]
         plain = {k: prop.pop(k) for k in ("type", "enum") if k in prop}
         prop["anyOf"] = [plain, {"type": "object", "description": f"`{form}`"}]
+    settings["patternProperties"] = {USER_PATTERN: {"description": "A setting of your network."}}
     schema["$defs"]["Settings"] = settings
     fixed = schema["properties"]["fixed"]
     schema["properties"]["fixed"] = {
         "$ref": "#/$defs/Settings",
         "description": fixed["description"],
     }
-    schema["properties"]["search"]["propertyNames"] = {"enum": list(settings["properties"])}
+    schema["properties"]["search"]["propertyNames"] = {
+        "anyOf": [{"enum": list(settings["properties"])}, {"pattern": USER_PATTERN}]
+    }
     return {"$schema": JSON_SCHEMA_DIALECT, **schema}
 
 

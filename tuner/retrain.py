@@ -140,7 +140,7 @@ def retrain(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent_id: 
     metric = cfg.objectives[index].metric
     settings, data, stop_after = training_plan(cfg, trial)
     name = model_name(study.study_name)
-    params = {**settings.to_dict(), **{f"task.{k}": v for k, v in asdict(cfg.task).items()}}
+    params = {**settings.params(), **{f"task.{k}": v for k, v in asdict(cfg.task).items()}}
     tags = {"rnn_tuner.study": study.study_name, "rnn_tuner.best_trial": str(trial.number)}
     run_id = tracker.start_retrain(parent_id, params, tags)
     try:
@@ -174,7 +174,7 @@ def training_plan(
     the trial did). After cross-validation: every sequence outside the test split, no
     validation, stopped after the folds' mean best epoch; `max_epochs` stays the budget, so an
     epoch-indexed schedule (cosine) runs those epochs exactly as in the folds."""
-    settings = replace(cfg.base_settings(), **trial.params)
+    settings = cfg.base_settings().with_values(trial.params)
     data = task_data(cfg.task, with_test=True)  # the only reader of a separate test file
     if not cfg.cv_folds:
         return settings, data, None

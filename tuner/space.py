@@ -7,7 +7,6 @@ trial uses the fixed value or the default (e.g. momentum only for SGD).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -21,10 +20,10 @@ def suggest(trial: optuna.Trial, cfg: StudyConfig) -> tuple[Settings, dict[str, 
     base = cfg.base_settings()
     sampled: dict[str, Any] = {}
     for name, dist in cfg.search.items():
-        if dist.when and not condition_holds(dist.when, {**base.to_dict(), **sampled}):
+        if dist.when and not condition_holds(dist.when, {**base.params(), **sampled}):
             continue
         sampled[name] = _suggest_one(trial, name, dist)
-    return replace(base, **sampled), sampled
+    return base.with_values(sampled), sampled
 
 
 def _suggest_one(trial: optuna.Trial, name: str, dist: Any) -> Any:

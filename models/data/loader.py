@@ -33,14 +33,12 @@ def load_python(cfg: PythonData) -> TaskData:
     return from_arrays(result, where)
 
 
-def import_loader(spec: str) -> Callable[..., Any]:
+def import_loader(spec: str, key: str = "task.loader", example: str = "myloader:load") -> Callable[..., Any]:  # fmt: skip
     """The function `spec` ("package.module:function") names; the working directory first on
-    the import path, as `python -m` would have it."""
+    the import path, as `python -m` would have it. Errors name the study-file `key`."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise DataError(
-            f'task.loader {spec!r}: expected "package.module:function", e.g. "myloader:load"'
-        )
+        raise DataError(f'{key} {spec!r}: expected "package.module:function", e.g. "{example}"')
     cwd = str(Path.cwd())
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -48,15 +46,13 @@ def import_loader(spec: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except Exception as e:  # ImportError, or any error the module raises while importing
         raise DataError(
-            f"task.loader {spec!r}: module {module_name!r} does not import "
+            f"{key} {spec!r}: module {module_name!r} does not import "
             f"({type(e).__name__}: {e}); it must be importable from the working directory "
             f"{cwd} or an installed package"
         ) from None
     function = getattr(module, attribute, None)
     if not callable(function):
-        raise DataError(
-            f"task.loader {spec!r}: module {module_name!r} has no function {attribute!r}"
-        )
+        raise DataError(f"{key} {spec!r}: module {module_name!r} has no function {attribute!r}")
     return function
 
 
