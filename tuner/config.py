@@ -655,20 +655,23 @@ def _check_distribution(name: str, dist: Any, base: Settings, cfg: StudyConfig) 
         err = not is_user_setting(name) and _settings_error({**_known_fields(base), name: value})
         if err:
             problems.append(f"{key}: {err}")
-    if dist.when:
-        for cond, test in dist.when.items():
-            ops = test.keys() if isinstance(test, dict) else []
-            problems += [
-                f"{where}.when.{cond}.{op}: unknown comparison; valid: {', '.join(COMPARISONS)}"
-                for op in ops
-                if op not in COMPARISONS
-            ]
-            if cond not in cfg.search or list(cfg.search).index(cond) >= list(cfg.search).index(
-                name
-            ):
-                problems.append(
-                    f"{where}.when.{cond}: a condition must name a parameter searched above {name}"
-                )
+    return problems + _when_problems(name, dist.when or {}, cfg)
+
+
+def _when_problems(name: str, when: dict[str, Any], cfg: StudyConfig) -> list[str]:
+    """A `when:` condition's comparisons exist and it names a parameter searched above."""
+    where, problems = f"search.{name}.when", []
+    for cond, test in when.items():
+        ops = test.keys() if isinstance(test, dict) else []
+        problems += [
+            f"{where}.{cond}.{op}: unknown comparison; valid: {', '.join(COMPARISONS)}"
+            for op in ops
+            if op not in COMPARISONS
+        ]
+        if cond not in cfg.search or list(cfg.search).index(cond) >= list(cfg.search).index(name):
+            problems.append(
+                f"{where}.{cond}: a condition must name a parameter searched above {name}"
+            )
     return problems
 
 
