@@ -5,7 +5,9 @@ Every trial trains for real (the training core, a fixed training seed, so one co
 always gives the same curve; exact repeats are served from a cache). Random search spends
 50 x max_epochs epochs; the figure is the share of that which TPE with constant liar plus the
 median pruner (rnn-tuner's defaults, built by tuner.study from a study file that names neither)
-spends until its best value is as good. Median over seeds.
+spends until its best value is as good. Median over seeds. A full run also tries the pruner
+settings of `PRUNER_VARIANTS` on the same trained curves (a repeated configuration trains once),
+one row each.
 
     python -m benchmarks --only search
 """
@@ -34,6 +36,14 @@ SPACE = {
     "truncation": ("categorical", [None, 5, 10]),
 }
 RANDOM_TRIALS = 50
+# Pruner settings tried against the default (full runs only): a `pruner:` block of a study file.
+PRUNER_VARIANTS = {
+    "median, 10 startup trials": {"name": "median", "options": {"n_startup_trials": 10}},
+    "percentile 75 (prunes the worst quarter)": {
+        "name": "percentile",
+        "options": {"percentile": 75.0},
+    },
+}
 
 
 def _tasks(quick: bool) -> list[tuple[str, object]]:
@@ -93,56 +103,55 @@ def _search(curves: Curves, sampler, pruner, stop_at: float | None, max_trials: 
     return study.best_value, spent["until_best"], spent["epochs"]
 
 
-def run(quick: bool) -> list[dict]:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    seeds = range(3 if quick else 5)
-    max_epochs = 6
-    base = Settings(batch_size=64, clip_norm=1.0, patience=None, max_epochs=max_epochs)
+MAX_EPOCHS = 6
+
+
+def _study(pruner: dict | None = None):  # noqa: ANN202 - a StudyConfig
+    """What a study file that names no sampler (and this pruner, or none) gets from rnn-tuner."""
+    study = {
+        "study": {"name": "defaults"},
+        "task": {"source": "adding"},
+        "search": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
+        "objective": "val_mse",
+        "budget": {"max_epochs": MAX_EPOCHS},
+    }
+    return parse_study({**study, **({"pruner": pruner} if pruner else {})})
+
+
+def run(
+    quick: bool, tasks: list[str] | None = None, variants: list[str] | None = None
+) -> list[dict]:
+    """`tasks` and `variants` ("default" or a PRUNER_VARIANTS name) choose a part: all if None;
+    the variants run in full runs only, unless named."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    # rnn-tuner's defaults: what a study file that names no sampler and no pruner gets
-    defaults = parse_study(
-        {
-            "study": {"name": "defaults"},
-            "task": {"source": "adding"},
-            "search": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
-            "objective": "val_mse",
-            "budget": {"max_epochs": max_epochs},
-        }
-    )
+    seeds = range(3 if quick else 5)
+    base = Settings(batch_size=64, clip_norm=1.0, patience=None, max_epochs=MAX_EPOCHS)
+    studies = {"default": _study()}
+    studies.update({name: _study(p) for name, p in PRUNER_VARIANTS.items()})
+    if variants is None:
+        variants = ["default"] if quick else list(studies)
+    studies = {name: studies[name] for name in variants}
     rows = []
     for name, data_cfg in _tasks(quick):
-        curves = Curves(data_cfg, base)
-        fractions, reached = [], []
-        for seed in seeds:
-            target, _, random_epochs = _search(
-                curves,
-                optuna.samplers.RandomSampler(seed=seed),
-                optuna.pruners.NopPruner(),
-                None,
-                RANDOM_TRIALS,
-            )
-            best, epochs, _ = _search(
-                curves,
-                make_sampler(defaults, seed),
-                make_pruner(defaults),
-                target,
-                4 * RANDOM_TRIALS,
-            )
-            reached.append(best <= target)
-            fractions.append(epochs / random_epochs if best <= target else 1.0)
-        fraction = statistics.median(fractions)
-        rows.append(
-            row(
-                name,
-                fraction,
-                f"<= {TARGET:.3f}",
-                fraction <= TARGET,
-                trials_trained=len(curves.cache),
-                per_seed=fractions,
-                reached=reached,
-            )
-        )
-        print(rows[-1], flush=True)
+        if tasks is not None and name not in tasks:
+            continue
+        curves = Curves(data_cfg, base)  # shared: the variants' repeated trials train once
+        random = [_search(curves, optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner(), None, RANDOM_TRIALS) for seed in seeds]  # fmt: skip
+        for variant, cfg in studies.items():
+            fractions, reached = [], []
+            for seed, (target, _, random_epochs) in zip(seeds, random, strict=True):
+                sampler, pruner = make_sampler(cfg, seed), make_pruner(cfg)
+                best, epochs, _ = _search(curves, sampler, pruner, target, 4 * RANDOM_TRIALS)
+                reached.append(best <= target)
+                fractions.append(epochs / random_epochs if best <= target else 1.0)
+                print(name, variant, seed, fractions[-1], flush=True)
+            fraction = statistics.median(fractions)
+            label = name if variant == "default" else f"{name}, {variant}"
+            rows.append(
+                row(label, fraction, f"<= {TARGET:.3f}", fraction <= TARGET,
+                    trials_trained=len(curves.cache), per_seed=fractions, reached=reached)
+            )  # fmt: skip
+            print(rows[-1], flush=True)
     return rows
 
 
