@@ -2,6 +2,8 @@
 table of ratios, and write `benchmarks/results/<name>.json` plus the combined
 `benchmarks/results/latest.json` (the newest result of every benchmark).
 
+`quality` (hours: it tunes the real-data studies) runs only when named: `--only quality`.
+
 `python -m benchmarks --table` prints latest.json as a Markdown table without running anything;
 `python -m benchmarks --table --write-docs` puts that table into the README and
 docs/performance.md, between their `<!-- BEGIN GENERATED benchmarks ... -->` markers (a test fails
@@ -32,6 +34,8 @@ LATEST = RESULTS / "latest.json"
 COLUMNS = ("benchmark", "case", "ratio", "target", "met", "measured")
 DOCS_WITH_TABLE = (HERE.parent / "README.md", HERE.parent / "docs" / "performance.md")
 REGENERATE = "python -m benchmarks --table --write-docs"
+# Run only when named by --only: `quality` tunes real data sets, hours in a full run.
+OPT_IN = ("quality",)
 
 
 def discover() -> list[str]:
@@ -165,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="fewer rounds: a minute or two")
     parser.add_argument(
-        "--only", action="append", metavar="NAME", help=f"run only these: {', '.join(names)}"
+        "--only",
+        action="append",
+        metavar="NAME",
+        help=f"run only these: {', '.join(names)} ({', '.join(OPT_IN)} runs only when named)",
     )
     parser.add_argument(
         "--table", action="store_true", help="print the latest results as Markdown and exit"
@@ -186,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(latest_table())
         return 0
-    chosen = [n.removeprefix("bench_") for n in args.only or names]
+    chosen = [n.removeprefix("bench_") for n in args.only or [n for n in names if n not in OPT_IN]]
     unknown = [n for n in chosen if n not in names]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; valid: {', '.join(names)}")
