@@ -96,6 +96,7 @@ class CutConnection:
 # trial creation itself Optuna retries five times before the worker sees an error.
 STALE_CHECK = ("SELECT NOW()", "SELECT CURRENT_TIMESTAMP")
 TELL_VALUE = ("INSERT INTO TRIAL_VALUES ",)
+SCHEMA_CHECK = ("SELECT VERSION_INFO.",)  # Optuna's check of an existing database's schema
 
 
 @pytest.fixture
@@ -149,6 +150,17 @@ def test_a_trial_whose_result_the_database_lost_is_told_again_not_trained_again(
     assert [t.state.name for t in trials(storage)] == ["COMPLETE"] * 3  # none left RUNNING
     assert "3 complete here" in result.output
     assert [r.info.status for r in trial_runs(workdir)] == ["FINISHED"] * 3
+
+
+def test_a_worker_starting_while_the_database_drops_connections_waits_for_it(
+    workdir: Path, storage: str, cut_connection
+):
+    study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
+    run(study_file, storage, "--max-trials", "1")  # the tables exist: a start checks them
+    cut = cut_connection(SCHEMA_CHECK, times=1)
+    run(study_file, storage, "--max-trials", "2")
+    assert cut.cuts == 1
+    assert [t.state.name for t in trials(storage)] == ["COMPLETE"] * 2
 
 
 def test_no_trial_starts_after_the_timeout(workdir: Path, storage: str):

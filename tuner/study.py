@@ -99,9 +99,7 @@ def make_storage(
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=stale_trial_callback,
             )
-        except (sa.exc.IntegrityError, sa.exc.ProgrammingError) as e:
-            # Workers that start together on an empty database (a Slurm array, an Indexed Job)
-            # all create Optuna's tables; the losers hit a duplicate. The tables exist next time.
+        except _PASSING_AT_OPEN as e:
             if attempt == _SCHEMA_RACE_RETRIES - 1:
                 raise _open_error(url, e) from e
             time.sleep(1.0)
@@ -111,6 +109,15 @@ def make_storage(
 
 
 _SCHEMA_RACE_RETRIES = 5
+# Workers that start together on an empty database (a Slurm array, an Indexed Job) all create
+# Optuna's tables; the losers hit a duplicate (Integrity/ProgrammingError): the tables exist next
+# time. A connection dropped mid-check (StorageInternalError: a database restart) is back next
+# time too. A server that refuses connections is not retried: that error comes within seconds.
+_PASSING_AT_OPEN = (
+    sa.exc.IntegrityError,
+    sa.exc.ProgrammingError,
+    optuna.exceptions.StorageInternalError,
+)
 
 
 def _open_error(url: str, e: Exception) -> StorageError:

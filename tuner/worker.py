@@ -37,7 +37,7 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
     """Run trials of the study until the budget is spent, the timeout passes or a signal comes."""
     tracker = Tracker(req.tracking_uri, req.cfg.experiment_name())
     storage = storage_with_heartbeats(req.storage, tracker, req.cfg.study)
-    study, created = open_study(req.cfg, storage, req.study_name)
+    study, created = retrying(lambda: open_study(req.cfg, storage, req.study_name))
     parent_id = _attach_parent(study, created, tracker, req)
     if created:
         for params in req.cfg.enqueue:
