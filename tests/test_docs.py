@@ -53,7 +53,7 @@ def test_the_schema_command_prints_the_committed_schema_and_tables():
     tables = cli("schema", "--markdown")
     assert "| `heartbeat_interval` | int >= 1 | `10` |" in tables
     assert "| `max_trials` | int >= 1 or null | `null` |" in tables
-    assert "| `delay` | int | `20` |" in tables  # a data source's key, for docs/data.md
+    assert "| `delay` | int >= 0 | `20` |" in tables  # a data source's key, for docs/data.md
 
 
 def test_write_docs_puts_back_a_table_edited_by_hand(tmp_path: Path):

@@ -135,9 +135,9 @@ def test_val_is_carved_from_the_training_file_by_each_source_rule(tmp_path: Path
 
     series = load_task(CsvData(target="y", window=3, normalize=False, train=csv(tmp_path / "s.csv", 0, 100), val_fraction=0.2))  # fmt: skip
     assert series.val.inputs[0, 0, 0].item() == 80  # the last 20 rows validate
-    (tmp_path / "t.txt").write_text("x" * 80 + "y" * 20)
+    (tmp_path / "t.txt").write_text("xz" * 40 + "y" * 20)
     text = load_task(TextData(train=str(tmp_path / "t.txt"), seq_len=4, val_fraction=0.2))
-    assert text.info.vocab == ("<unk>", "x")  # the carved-off end (y...) is not training text
+    assert text.info.vocab == ("<unk>", "x", "z")  # the carved-off end (y...) is not training text
     assert (text.val.inputs == 0).all()
 
 

@@ -104,7 +104,7 @@ def test_report_on_a_study_without_complete_trials_draws_curves_and_notes_the_re
     assert all(client.list_artifacts(r.info.run_id) for r in trials)  # pruned trials: curves too
 
     failed = CliRunner().invoke(main, ["retrain", "tiny"])
-    assert failed.exit_code == 1 and "has no complete trial yet" in failed.output
+    assert failed.exit_code == 2 and "has no complete trial yet" in failed.output
 
 
 def test_a_multi_objective_study_gets_a_pareto_front(workdir: Path):

@@ -99,8 +99,9 @@ def test_resume_adds_trials_to_the_same_study_and_parent_run(workdir: Path):
 def test_a_diverging_trial_fails_with_its_reason_recorded_and_the_study_goes_on(workdir: Path):
     study = tiny_study(
         fixed={"batch_size": 32, "patience": None, "optimizer": "sgd", "clip_norm": None},
-        search={"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
-        enqueue=[{"lr": 1e12}],  # a first trial with a learning rate no network survives
+        search={"lr": {"type": "categorical", "choices": [1e12, 1e-2]}},
+        # first a learning rate no network survives, then one that trains
+        enqueue=[{"lr": 1e12}, {"lr": 1e-2}],
         budget={"n_trials": 2, "max_epochs": 2},
     )
     result = run_cli("run", str(write_study(workdir / "s.yaml", study)))
@@ -167,7 +168,7 @@ def test_status_lists_states_and_the_best_trial(workdir: Path):
     assert f"best: trial {best.number} value {best.value:.6g}" in out
     missing = CliRunner().invoke(main, ["status", "nope"])
     assert (
-        missing.exit_code == 1 and "no study 'nope'" in missing.output and "tiny" in missing.output
+        missing.exit_code == 2 and "no study 'nope'" in missing.output and "tiny" in missing.output
     )
 
 

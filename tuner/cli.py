@@ -9,10 +9,23 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
-from tuner.urls import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, absolute_sqlite
+from tuner.errors import BAD_INPUT, ENVIRONMENT, INTERRUPTED, BadInput
+from tuner.urls import (
+    DEFAULT_STORAGE,
+    DEFAULT_TRACKING_URI,
+    absolute_sqlite,
+    redact,
+    redact_logs,
+    remember_secret,
+    remember_secrets,
+    same_database,
+    storage_problem,
+    tracking_problem,
+)
 
 STORAGE_ENV = "RNN_TUNER_STORAGE"
 TRACKING_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own convention
@@ -36,24 +49,56 @@ def _load(path: Path, read_test: bool = False):  # noqa: ANN202 - StudyConfig, i
     try:
         cfg = load_study_file(path, read_test)
     except StudyFileError as e:
-        click.echo(str(e), err=True)
+        click.echo(redact(str(e)), err=True)
         click.echo("Fix the keys above and run `rnn-tuner validate FILE` again.", err=True)
-        sys.exit(2)
+        sys.exit(BAD_INPUT)
     warning = data_warning(cfg, read_test)
     if warning:
         click.echo(f"warning: {warning}", err=True)
     return cfg
 
 
-def _storage(cli_value: str | None, file_value: str | None = None) -> str:
-    return absolute_sqlite(
-        cli_value or os.environ.get(STORAGE_ENV) or file_value or DEFAULT_STORAGE
+def _first(*candidates: tuple[str | None, str]) -> tuple[str, str]:
+    """The first value given, and where it came from (a flag, a variable, a study-file key)."""
+    return next((value, source) for value, source in candidates if value is not None)
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None  # set but empty: as good as unset
+
+
+def _storage(
+    cli_value: str | None, file_value: str | None = None, *, must_exist: bool = False
+) -> tuple[str, str]:
+    """The study database URL and its source; a URL that cannot work is an error (exit 2).
+    `must_exist`: for the commands that only read, which must create no database."""
+    url, source = _first(
+        (cli_value, "--storage"),
+        (_env(STORAGE_ENV), STORAGE_ENV),
+        (file_value, "study.storage"),
+        (DEFAULT_STORAGE, "the default storage"),
     )
+    remember_secrets(url)
+    problem = storage_problem(url, must_exist=must_exist)
+    if problem:
+        _fail(f"{source}: {problem}", BAD_INPUT)
+    return absolute_sqlite(url), source
 
 
-def _tracking_uri(cli_value: str | None, file_value: str | None) -> str:
-    uri = cli_value or os.environ.get(TRACKING_ENV) or file_value or DEFAULT_TRACKING_URI
-    return absolute_sqlite(uri)
+def _tracking_uri(
+    cli_value: str | None, file_value: str | None, *, must_exist: bool = False
+) -> tuple[str, str]:
+    uri, source = _first(
+        (cli_value, "--tracking-uri"),
+        (_env(TRACKING_ENV), TRACKING_ENV),
+        (file_value, "tracking.uri"),
+        (DEFAULT_TRACKING_URI, "the default tracking URI"),
+    )
+    remember_secrets(uri)
+    problem = tracking_problem(uri, must_exist=must_exist)
+    if problem:
+        _fail(f"{source}: {problem}", BAD_INPUT)
+    return absolute_sqlite(uri), source
 
 
 def _cluster_worker_index() -> int | None:
@@ -65,24 +110,81 @@ def _cluster_worker_index() -> int | None:
             _fail(
                 f"{var}={value!r} is not a worker index (a whole number >= 0); unset it, or "
                 "let the Kubernetes Job or Slurm array that runs this worker set it",
-                code=2,
+                BAD_INPUT,
             )
         return int(value)
     return None
 
 
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
+def _stores(cfg, cli_storage: str | None, cli_tracking: str | None) -> tuple[str, str]:  # noqa: ANN001
+    """The study database and the MLflow store of a run, which must be two databases."""
+    storage, storage_source = _storage(cli_storage, cfg.study.storage)
+    tracking, tracking_source = _tracking_uri(cli_tracking, cfg.tracking.uri)
+    if same_database(storage, tracking):
+        _fail(
+            f"the study database ({storage_source}) and the MLflow tracking store "
+            f"({tracking_source}) are the same database {redact(storage)}; Optuna's and "
+            f"MLflow's tables cannot share one: give MLflow its own, e.g. {DEFAULT_TRACKING_URI}",
+            BAD_INPUT,
+        )
+    return storage, tracking
+
+
+def _study_name(name: str, source: str) -> str:
+    from tuner.config import name_problem, shorten
+
+    problem = name_problem(name)
+    if problem:
+        _fail(f"{source}: the study name {shorten(repr(name), 60)} {problem}", BAD_INPUT)
+    return name
+
+
+def _exit_code(e: Exception) -> int:
+    return BAD_INPUT if isinstance(e, BadInput) else ENVIRONMENT
+
+
+def _fail(message: str, code: int = ENVIRONMENT) -> NoReturn:
+    click.echo(f"error: {redact(message)}", err=True)
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Whatever escapes a command ends as one line and the README's exit code, never a
+    traceback (RNN_TUNER_DEBUG=1 lets it through, for a bug report)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            _fail("interrupted", INTERRUPTED)
+        except BadInput as e:
+            _fail(str(e), BAD_INPUT)
+        except Exception as e:
+            if os.environ.get("RNN_TUNER_DEBUG"):
+                raise
+            from tuner.config import shorten
+
+            _fail(
+                f"{type(e).__name__}: {shorten(str(e), 500)} (unexpected; run again with "
+                "RNN_TUNER_DEBUG=1 to see where, and report it)",
+                ENVIRONMENT,
+            )
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Tune RNN, LSTM and GRU networks with Optuna; every trial recorded in MLflow.
 
     Start with `rnn-tuner run studies/quickstart.yaml`, then `mlflow ui --backend-store-uri
     sqlite:///mlflow.db` to see the study's runs.
     """
+    for name in (STORAGE_ENV, TRACKING_ENV):
+        remember_secrets(os.environ.get(name))
+    remember_secret(os.environ.get("MLFLOW_TRACKING_PASSWORD"))
+    remember_secret(os.environ.get("MLFLOW_TRACKING_TOKEN"))
+    redact_logs()
 
 
 @main.command()
@@ -160,16 +262,17 @@ def run(
 
     The same command on other machines, with the same --storage URL, joins the same study."""
     cfg = _load(study_file)
+    storage_url, tracking = _stores(cfg, storage, tracking_uri)
+    name = cfg.study.name if study_name is None else _study_name(study_name, "--study-name")
     mlflow_defaults()
     _quiet_libraries()
     from tuner.request import RunRequest
-    from tuner.urls import redact
 
     req = RunRequest(
         cfg=cfg,
-        storage=_storage(storage, cfg.study.storage),
-        tracking_uri=_tracking_uri(tracking_uri, cfg.tracking.uri),
-        study_name=study_name or cfg.study.name,
+        storage=storage_url,
+        tracking_uri=tracking,
+        study_name=name,
         n_trials=n_trials or cfg.budget.n_trials,
         timeout=timeout or cfg.budget.timeout,
         study_file=study_file,
@@ -185,7 +288,7 @@ def run(
 
 
 def _refuse_sqlite_for_many(storage: str, workers: int) -> None:
-    from tuner.urls import is_sqlite, redact
+    from tuner.urls import is_sqlite
 
     if workers > 1 and is_sqlite(storage):
         _fail(
@@ -193,7 +296,7 @@ def _refuse_sqlite_for_many(storage: str, workers: int) -> None:
             f"{redact(storage)} is SQLite, which is for one process. Use a PostgreSQL URL "
             "(--storage postgresql+psycopg://USER:PASSWORD@HOST:5432/DB, see docs/team.md), "
             "or run one worker.",
-            code=2,
+            BAD_INPUT,
         )
 
 
@@ -219,7 +322,7 @@ def _run_one(req) -> int:  # noqa: ANN001 - RunRequest
     try:
         summary = run_worker(req)
     except (StorageError, TrackingError, ValueError) as e:
-        _fail(str(e))
+        _fail(str(e), _exit_code(e))
     prefix = "" if req.worker_index is None else f"[w{req.worker_index}] "
     click.echo(prefix + summary.line())
     if summary.interrupted_by == "SIGINT":
@@ -239,7 +342,7 @@ def _preflight(req) -> None:  # noqa: ANN001 - RunRequest
         make_storage(req.storage).engine.dispose()
         Tracker(req.tracking_uri, req.cfg.experiment_name())
     except (StorageError, TrackingError) as e:
-        _fail(str(e))
+        _fail(str(e), _exit_code(e))
 
 
 def mlflow_defaults() -> None:
@@ -276,7 +379,10 @@ def status(study: str | None, storage: str | None) -> None:
     from tuner.report import status_text
 
     _quiet_libraries()
-    _with_study_errors(lambda: click.echo(status_text(_storage(storage), study)))
+    if study is not None:
+        _study_name(study, "STUDY")
+    url, _ = _storage(storage, must_exist=True)
+    _with_study_errors(lambda: click.echo(status_text(url, study)))
 
 
 @main.command()
@@ -287,7 +393,9 @@ def best(study: str, storage: str | None) -> None:
     from tuner.report import best_yaml
 
     _quiet_libraries()
-    _with_study_errors(lambda: click.echo(best_yaml(_storage(storage), study), nl=False))
+    _study_name(study, "STUDY")
+    url, _ = _storage(storage, must_exist=True)
+    _with_study_errors(lambda: click.echo(best_yaml(url, study), nl=False))
 
 
 def _with_study_errors(action) -> None:  # noqa: ANN001
@@ -296,8 +404,10 @@ def _with_study_errors(action) -> None:  # noqa: ANN001
 
     try:
         action()
-    except (NoSuchStudy, StorageError) as e:
-        _fail(str(e))
+    except NoSuchStudy as e:
+        _fail(str(e), BAD_INPUT)
+    except StorageError as e:
+        _fail(str(e), _exit_code(e))
 
 
 _tracking_option = click.option(
@@ -346,12 +456,15 @@ def report(study: str, storage: str | None, tracking_uri: str | None) -> None:
     from tuner.plots import write_report
 
     try:
+        _study_name(study, "STUDY")
         found, tracker, parent_id = _study_and_parent(
-            _storage(storage), study, _tracking_uri(tracking_uri, None)
+            _storage(storage, must_exist=True)[0],
+            study,
+            _tracking_uri(tracking_uri, None, must_exist=True)[0],
         )
         click.echo(f"study {study!r}: " + write_report(found, tracker, parent_id).text())
     except _results_errors() as e:
-        _fail(str(e))
+        _fail(str(e), _exit_code(e))
 
 
 @main.command()
@@ -381,17 +494,18 @@ def retrain(
 
     try:
         cfg = _load(study_file, read_test=True) if study_file is not None else None
+        _study_name(study, "STUDY")
         found, tracker, parent_id = _study_and_parent(
-            _storage(storage, cfg and cfg.study.storage),
+            _storage(storage, cfg and cfg.study.storage, must_exist=True)[0],
             study,
-            _tracking_uri(tracking_uri, cfg and cfg.tracking.uri),
+            _tracking_uri(tracking_uri, cfg and cfg.tracking.uri, must_exist=True)[0],
         )
         cfg = cfg or study_config(tracker, parent_id, None)
         click.echo(retrain_best(found, cfg, tracker, parent_id).text())
     except (StudyFileError, DataError) as e:  # the data: a file moved or changed since the run
-        _fail(str(e), code=2)
+        _fail(str(e), BAD_INPUT)
     except _results_errors() as e:
-        _fail(str(e))
+        _fail(str(e), _exit_code(e))
 
 
 @main.command()
@@ -413,7 +527,7 @@ def schema(markdown: bool, write_docs: Path | None) -> None:
         try:
             changed = rewrite(write_docs)
         except (OSError, KeyError) as e:
-            _fail(f"cannot update {write_docs}: {e}", code=2)
+            _fail(f"cannot update {write_docs}: {e}", BAD_INPUT)
         click.echo(f"{len(changed)} file(s) updated" + "".join(f"\n  {p}" for p in changed))
     else:
         click.echo(markdown_text() if markdown else schema_text(), nl=False)

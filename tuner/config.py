@@ -20,13 +20,14 @@ from __future__ import annotations
 import functools
 import math
 import operator
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -44,7 +45,16 @@ from models.data.files import named_files
 from models.errors import DataError
 from models.metrics import METRIC_MODES, metric, val_metric_names
 from tuner.default_space import DataSize, default_space
+from tuner.errors import BadInput
 from tuner.plugins import MULTI_OBJECTIVE_SAMPLERS, PRUNERS, SAMPLERS
+from tuner.urls import (
+    DEFAULT_TRACKING_URI,
+    redact,
+    same_database,
+    storage_problem,
+    tracking_problem,
+)
+from tuner.yaml_file import YamlProblems, read_yaml
 
 SOURCE_TASK = {
     "adding": "regression",
@@ -82,26 +92,73 @@ CV_REFUSED = {
 BUDGET_KEYS = ("max_epochs",)
 
 
-class StudyFileError(ValueError):
-    """A study file that cannot run; `problems` holds one `key.path: what is wrong` per mistake."""
+class StudyFileError(BadInput, ValueError):
+    """A study file that cannot run; `problems` holds one `key.path: what is wrong` per mistake.
 
-    def __init__(self, path: str | Path, problems: list[str]) -> None:
+    The message is bounded whatever the file holds: the first `MAX_SHOWN` problems, each cut to
+    `MAX_PROBLEM_CHARS`, then how many more; `lines` (key path -> line) adds where each is."""
+
+    MAX_SHOWN, MAX_PROBLEM_CHARS = 50, 300
+
+    def __init__(
+        self, path: str | Path, problems: list[str], lines: dict[str, int] | None = None
+    ) -> None:
         self.path, self.problems = str(path), problems
-        listed = "\n".join(f"  - {p}" for p in problems)
+        shown = [_located(p, lines or {}, path) for p in problems[: self.MAX_SHOWN]]
+        listed = "\n".join(f"  - {p}" for p in shown)
+        more = len(problems) - len(shown)
+        if more:
+            listed += f"\n  ... and {more} more"
         super().__init__(f"{path}: {len(problems)} problem(s) in the study file:\n{listed}")
 
 
+def _located(problem: str, lines: dict[str, int], path: str | Path) -> str:
+    """`search.lr.step: ...` -> `search.lr.step: ... (x.yaml:12)`, cut to a readable length."""
+    problem = shorten(problem, StudyFileError.MAX_PROBLEM_CHARS)
+    key = problem.split(": ", 1)[0]
+    while key and key not in lines:
+        key = key.rpartition(".")[0]
+    return f"{problem} ({path}:{lines[key]})" if key else problem
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text`, or its start and `... (N characters)` when longer than `limit`."""
+    return text if len(text) <= limit else f"{text[: limit - 30]}... ({len(text)} characters)"
+
+
+MAX_NAME = 128  # study and experiment names: Optuna and MLflow accept longer, terminals do not
+
+
+def name_problem(name: str) -> str | None:
+    """What is wrong with a study or experiment name, if anything."""
+    if not name.strip():
+        return "is empty; give a name (letters, digits, - and _ read best)"
+    if len(name) > MAX_NAME:
+        return f"is {len(name)} characters long; at most {MAX_NAME}"
+    bad = next((c for c in name if not c.isprintable()), None)
+    if bad is not None:
+        return f"holds the unprintable character {bad!r}; use printable characters only"
+    return None
+
+
+def _checked_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinity are YAML values (.nan, .inf) that no range or setting can use.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class StudyBlock(_Strict):
     """The study: its name and where it is stored."""
 
-    name: str = Field(
-        min_length=1,
+    name: Annotated[str, AfterValidator(_checked_name)] = Field(
         description="The Optuna study's name, and the MLflow experiment's unless "
-        "`tracking.experiment` is set.",
+        f"`tracking.experiment` is set; printable, at most {MAX_NAME} characters.",
     )
     storage: str | None = Field(
         default=None,
@@ -237,12 +294,18 @@ class Budget(_Strict):
         "null: none.",
     )
     max_epochs: int = Field(default=20, ge=1, description="Epochs per trial at most.")
+    max_failures: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive failed trials after which a run stops with an error (a trial "
+        "that fails before its first training step stops it at once: that error would recur).",
+    )
 
 
 class Tracking(_Strict):
     """Where trials are recorded in MLflow."""
 
-    experiment: str | None = Field(
+    experiment: Annotated[str, AfterValidator(_checked_name)] | None = Field(
         default=None, description="MLflow experiment name; null: the study name."
     )
     uri: str | None = Field(
@@ -417,13 +480,14 @@ def load_study_file(path: str | Path, read_test: bool = False) -> StudyConfig:
     `read_test` also checks a separate test file (`task.test`): `validate` and `retrain` do,
     `run` does not, since no trial may depend on the test file."""
     path = Path(path)
-    if not path.is_file():
-        raise StudyFileError(path, [f"no such file (resolved to {path.resolve()})"])
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise StudyFileError(path, [f"not valid YAML: {e}"]) from None
-    return parse_study(raw, path, read_test)
+        raw, lines = read_yaml(path)
+    except YamlProblems as e:
+        raise StudyFileError(path, e.problems) from None
+    try:
+        return parse_study(raw, path, read_test)
+    except StudyFileError as e:
+        raise StudyFileError(path, e.problems, lines) from None
 
 
 def parse_study(raw: Any, path: str | Path = "<study>", read_test: bool = False) -> StudyConfig:
@@ -514,11 +578,13 @@ def _describe(err: dict[str, Any]) -> str:
         if loc[:2] == ["task", "cv_folds"]:
             source = err["loc"][1]
             msg = CV_REFUSED.get(str(source), CV_REFUSED["built in"])
+    elif err["type"] == "missing":
+        msg = "missing: this key is required"
     where = ".".join(loc) or "(top level)"
     got = err.get("input")
     quiet = ("missing", "extra_forbidden", "unexpected_keyword_argument", "union_tag_invalid")
     if err["type"] not in quiet and not isinstance(got, dict):
-        msg += f" (got {got!r})"
+        msg += f" (got {shorten(repr(got), 80)})"
     return f"{where}: {msg}"
 
 
@@ -540,12 +606,7 @@ def _cross_checks(cfg: StudyConfig, failed: set[str], read_test: bool = False) -
     problems += _check_schedule(cfg, base)
     for name, dist in cfg.search.items():
         problems += _check_distribution(name, dist, base, cfg)
-    for i, params in enumerate(cfg.enqueue):
-        problems += [
-            f"enqueue.{i}.{key}: not a searched parameter; searched: {', '.join(cfg.search)}"
-            for key in params
-            if key not in cfg.search
-        ]
+    problems += _check_enqueued(cfg, base) + _check_clashes(cfg, base)
     if not failed & {"task", "objective"}:
         problems += _check_objectives(cfg)
     if not failed & {"objective", "sampler", "pruner"}:
@@ -555,6 +616,8 @@ def _cross_checks(cfg: StudyConfig, failed: set[str], read_test: bool = False) -
         problems += data_problems + _check_char_features(cfg, base)
         if base.network is not None and not data_problems:  # it runs on the data
             problems += _check_network(cfg, base)
+    if not failed & {"study", "tracking"}:
+        problems += _check_urls(cfg)
     return problems
 
 
@@ -582,6 +645,25 @@ def _misplaced_names(cfg: StudyConfig, problems: list[str]) -> set[str]:
             problems.append(f"search.{name}: also in fixed; keep it in one of the two")
             bad.add(name)
     return bad
+
+
+def _check_urls(cfg: StudyConfig) -> list[str]:
+    """The file's storage and tracking URLs, as far as they can be checked without a server."""
+    storage, tracking = cfg.study.storage, cfg.tracking.uri
+    problems = [
+        f"{key}: {problem}"
+        for key, problem in (
+            ("study.storage", storage is not None and storage_problem(storage)),
+            ("tracking.uri", tracking is not None and tracking_problem(tracking)),
+        )
+        if problem
+    ]
+    if not problems and storage and tracking and same_database(storage, tracking):
+        problems.append(
+            f"tracking.uri: the same database as study.storage ({redact(storage)}); Optuna's "
+            f"and MLflow's tables cannot share one: give MLflow its own, e.g. {DEFAULT_TRACKING_URI}"
+        )
+    return problems
 
 
 def _checked_fixed(cfg: StudyConfig, problems: list[str]) -> Settings:
@@ -618,23 +700,72 @@ def _adapter(kind: type) -> TypeAdapter[Any]:
 
 
 def _settings_error(values: dict[str, Any]) -> str | None:
+    """Types strictly (a trial's settings are built from these values as they are, never
+    converted), then the settings' own rules."""
+    errors = []
+    for name, value in values.items():
+        if name not in _SETTING_TYPES:  # a user network's own setting: its network checks it
+            continue
+        try:
+            _field_adapter(name).validate_python(value, strict=True)
+        except ValidationError as e:
+            errors += e.errors()
     try:
-        _adapter(Settings).validate_python(values)
+        if not errors:
+            _adapter(Settings).validate_python(values)
     except ValidationError as e:
-        return "; ".join(err["msg"].removeprefix("Value error, ") + _got(err) for err in e.errors())
-    return None
+        errors = e.errors()
+    return "; ".join(err["msg"].removeprefix("Value error, ") + _got(err) for err in errors) or None
+
+
+_SETTING_TYPES = typing.get_type_hints(Settings)
+
+
+@functools.cache
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    return TypeAdapter(_SETTING_TYPES[name])
 
 
 def _got(err: dict[str, Any]) -> str:
-    return "" if err["type"] == "value_error" else f" (got {err.get('input')!r})"
+    if err["type"] == "value_error":
+        return ""
+    got = err.get("input")
+    shown = f" (got {shorten(repr(got), 80)})"
+    if isinstance(got, str) and _is_number(got):
+        # YAML reads `1e-3` (no dot) as text, and quotes make any number text
+        number = got if "." in got or "e" not in got.lower() else got.lower().replace("e", ".0e", 1)
+        return f"{shown}: a number in quotes or without a dot is text in YAML; write {number}"
+    return shown
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_clashes(cfg: StudyConfig, base: Settings) -> list[str]:
+    """Settings that the task cannot use."""
+    try:
+        if cfg.task_kind != "language_model":
+            return []
+    except DataError:  # a loader that fails: the data check reports it
+        return []
+    return [
+        f"{where}: a bidirectional network would read the very token a language model must "
+        "predict; set bidirectional: false"
+        for where, value in _values_of(cfg, base, "bidirectional")
+        if value is True
+    ]
 
 
 def _check_distribution(name: str, dist: Any, base: Settings, cfg: StudyConfig) -> list[str]:
     where = f"search.{name}"
-    problems: list[str] = []
     if isinstance(dist, CategoricalDist):
         samples = {f"{where}.choices.{i}": v for i, v in enumerate(dist.choices)}
-        problems += [  # what Optuna can store as a parameter
+        problems = [  # what Optuna can store as a parameter
             f"{key}: a choice is null, a bool, a number or a string (got {value!r}); a mapping "
             "or list is set in fixed, or searched through the settings it stands for"
             for key, value in samples.items()
@@ -642,20 +773,38 @@ def _check_distribution(name: str, dist: Any, base: Settings, cfg: StudyConfig) 
         ]
         samples = {k: v for k, v in samples.items() if not isinstance(v, dict | list)}
     else:
-        if dist.low > dist.high:
-            problems.append(f"{where}: low ({dist.low}) is above high ({dist.high}); swap them")
-        if dist.log and dist.low <= 0:
-            problems.append(
-                f"{where}: a log range needs a positive low bound (got low={dist.low}, high={dist.high})"
-            )
-        if dist.log and dist.step not in (None, 1):
-            problems.append(f"{where}: step cannot be combined with log: true")
+        problems = _check_range(where, dist)
         samples = {f"{where}.low": dist.low, f"{where}.high": dist.high}
     for key, value in samples.items():
         err = not is_user_setting(name) and _settings_error({**_known_fields(base), name: value})
-        if err:
+        if err and not problems:
             problems.append(f"{key}: {err}")
     return problems + _when_problems(name, dist.when or {}, cfg)
+
+
+def _check_range(where: str, dist: FloatDist | IntDist) -> list[str]:
+    """Bounds and step of a float or int range, as Optuna would read them."""
+    low, high, step = dist.low, dist.high, dist.step
+    if low > high:
+        return [f"{where}: low ({low}) is above high ({high}); swap them"]
+    if low == high:
+        return [f"{where}: low and high are both {low}; set it in fixed: instead"]
+    if dist.log and low <= 0:
+        return [f"{where}: a log range needs a positive low bound (got low={low}, high={high})"]
+    if dist.log and step not in (None, 1):
+        return [f"{where}: step cannot be combined with log: true"]
+    if step is None:
+        return []
+    if step <= 0:
+        return [f"{where}.step: must be positive (got {step})"]
+    n_steps = (high - low) / step
+    if abs(n_steps - round(n_steps)) > 1e-9 * max(1.0, n_steps):
+        top = low + int(n_steps) * step
+        return [
+            f"{where}.step: {step} does not divide the range [{low}, {high}]; Optuna would "
+            f"silently shrink it to [{low}, {top:.6g}]: make high - low a multiple of step"
+        ]
+    return []
 
 
 def _when_problems(name: str, when: dict[str, Any], cfg: StudyConfig) -> list[str]:
@@ -692,6 +841,41 @@ def _check_schedule(cfg: StudyConfig, base: Settings) -> list[str]:
         if isinstance(choice, str)
         for _, message in scheduler_problems(replace(base, scheduler=choice))
     ]
+
+
+def _check_enqueued(cfg: StudyConfig, base: Settings) -> list[str]:
+    """Each enqueued value: a searched parameter, inside its range or among its choices."""
+    problems = []
+    for i, params in enumerate(cfg.enqueue):
+        for key, value in params.items():
+            where, dist = f"enqueue.{i}.{key}", cfg.search.get(key)
+            if dist is None:
+                searched = ", ".join(cfg.search) or "nothing"
+                problems.append(f"{where}: not a searched parameter; searched: {searched}")
+                continue
+            err = _value_problem(value, dist) or (
+                not is_user_setting(key) and _settings_error({**_known_fields(base), key: value})
+            )
+            if err:
+                problems.append(f"{where}: {err}")
+    return problems
+
+
+def _value_problem(value: Any, dist: Any) -> str | None:
+    if isinstance(dist, CategoricalDist):
+        if value not in dist.choices or type(value) not in {type(c) for c in dist.choices}:
+            return f"{shorten(repr(value), 60)} is not one of the choices {dist.choices}"
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{shorten(repr(value), 60)} is not a number"
+    if isinstance(dist, IntDist) and value != int(value):
+        return f"{value} is not an integer"
+    if not dist.low <= value <= dist.high:
+        return f"{value} is outside [{dist.low}, {dist.high}]"
+    n_steps = (value - dist.low) / (dist.step or 1) if dist.step else 0
+    if dist.step and not dist.log and abs(n_steps - round(n_steps)) > 1e-9:
+        return f"{value} is not on the step {dist.step} grid from {dist.low}"
+    return None
 
 
 def _known_fields(s: Settings) -> dict[str, Any]:
@@ -804,12 +988,16 @@ def _check_data(cfg: StudyConfig, base: Settings, read_test: bool) -> list[str]:
     if missing:
         return missing
     try:
+        if task.source in FILE_SOURCES:  # only a loader sees inside a file: run it
+            task_data(task, read_test)
         problems = _check_folds(task, read_test)
         if problems:
             return problems
         max_len, n_train = training_shape(task, read_test)
     except DataError as e:  # messages that start with a key path keep it as theirs
         return [str(e) if str(e).startswith("task.") else f"task: {e}"]
+    except Exception as e:  # noqa: BLE001 - a file no check foresaw: name it, no traceback
+        return [f"task: cannot load the data: {type(e).__name__}: {e}"]
     for key, limit, what in (
         ("truncation", max_len, f"longer than the sequences ({max_len} steps)"),
         (
@@ -898,7 +1086,8 @@ def _missing_files(task: DataConfig, read_test: bool) -> list[str]:
     except DataError as e:
         return [f"task: {e}"]
     return [
-        f"task.{key}: data file not found: {name} (resolved to {Path(name).resolve()})"
+        f"task.{key}: {'not a file' if Path(name).exists() else 'data file not found'}: {name} "
+        f"(resolved to {Path(name).resolve()})"
         for key, name in files.items()
         if (key != "test" or read_test) and not Path(name).is_file()
     ]

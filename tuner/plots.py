@@ -37,6 +37,7 @@ from typing import Any
 import optuna
 
 from tuner.config import primary_index
+from tuner.errors import BadInput
 from tuner.figures import (
     Curve,
     TrialRecord,
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 CURVES_TAG = "rnn_tuner.curves"  # on a trial run whose curves.png is logged
 
 
-class NoParentRun(LookupError):
+class NoParentRun(BadInput, LookupError):
     """The study has no MLflow parent run recorded (it was not started by `rnn-tuner run`)."""
 
 

@@ -7,11 +7,12 @@ from collections import Counter
 import optuna
 import yaml
 
+from tuner.errors import BadInput
 from tuner.study import best_trial, best_trials, make_storage
 from tuner.urls import redact
 
 
-class NoSuchStudy(LookupError):
+class NoSuchStudy(BadInput, LookupError):
     """The storage holds no study of that name."""
 
 

@@ -49,15 +49,16 @@ from models.data.folds import pooled
 from tuner.config import Objective as ObjectiveSpec
 from tuner.config import StudyConfig, load_study_file
 from tuner.crossval import retrain_epochs
+from tuner.errors import BadInput
 from tuner.study import best_trial as study_best_trial
 from tuner.tracking import Tracker
 
 
-class NoStudyFile(LookupError):
+class NoStudyFile(BadInput, LookupError):
     """Neither --study-file nor a study file logged in the parent run."""
 
 
-class NoBestTrial(LookupError):
+class NoBestTrial(BadInput, LookupError):
     """The study has no complete trial to retrain."""
 
 

@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from tuner.errors import BadInput
 from tuner.urls import redact
 
 if TYPE_CHECKING:
@@ -35,6 +36,11 @@ class TrackingError(RuntimeError):
     """The tracking store could not be reached or used at the start of a study."""
 
 
+class DeletedExperiment(BadInput, TrackingError):
+    """The study's experiment name belongs to a deleted experiment: MLflow keeps deleted
+    experiments (and their names) until `mlflow gc`, so reusing it silently would revive it."""
+
+
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str) -> None:
         self.uri = tracking_uri
@@ -48,7 +54,12 @@ class Tracker:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             if found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(found.experiment_id)
+                raise DeletedExperiment(
+                    f"the MLflow experiment {name!r} is deleted (id {found.experiment_id}): "
+                    f"restore it with `MLFLOW_TRACKING_URI={redact(self.uri)} mlflow experiments "
+                    f"restore --experiment-id {found.experiment_id}`, or use another name "
+                    "(tracking.experiment in the study file, or --study-name)"
+                )
             return found.experiment_id
         try:
             return self.client.create_experiment(name)
@@ -65,7 +76,7 @@ class Tracker:
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=study_name,
-                tags={"rnn_tuner.role": "study", "rnn_tuner.study": study_name, **tags},
+                tags=_texts({"rnn_tuner.role": "study", "rnn_tuner.study": study_name, **tags}),
             )
         except MlflowException as e:  # e.g. an account that may read the experiment, not write
             raise TrackingError(_start_error(self.uri, e)) from e
@@ -111,7 +122,10 @@ class Tracker:
             **tags,
         }
         run = self._safely(
-            self.client.create_run, self.experiment_id, run_name=f"trial-{number}", tags=run_tags
+            self.client.create_run,
+            self.experiment_id,
+            run_name=f"trial-{number}",
+            tags=_texts(run_tags),
         )
         if run is None:
             return None
@@ -137,7 +151,7 @@ class Tracker:
         metrics = _run_metrics(history, summary, profiles)
         tags = [RunTag("optuna.state", state)]
         if reason:
-            tags.append(RunTag("fail_reason", reason[:4000]))
+            tags.append(RunTag("fail_reason", redact(reason)[:4000]))
         for i in range(0, max(len(metrics), 1), _BATCH):
             self._safely(
                 self.client.log_batch,
@@ -149,6 +163,13 @@ class Tracker:
 
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
         self._safely(self.client.log_artifact, run_id, path, artifact_path)
+
+    def log_study_file(self, run_id: str, path: str) -> None:
+        """The study file as an artifact under its own name, its passwords replaced by ***."""
+        from pathlib import Path
+
+        text = redact(Path(path).read_text(encoding="utf-8"))
+        self._safely(self.client.log_text, run_id, text, Path(path).name)
 
     # ------------------------------------------------------------------ reading a study back
 
@@ -193,7 +214,7 @@ class Tracker:
         self.client.log_artifacts(run_id, local_dir, artifact_path)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.log_batch(run_id, tags=[RunTag(k, _text(v)) for k, v in tags.items()])
 
     def artifact_paths(self, run_id: str, path: str | None = None) -> list[str]:
         return [a.path for a in self.client.list_artifacts(run_id, path)]
@@ -213,7 +234,7 @@ class Tracker:
             "rnn_tuner.retrain_of": parent_id,
             **tags,
         }
-        run = self.client.create_run(self.experiment_id, run_name="retrain", tags=run_tags)
+        run = self.client.create_run(self.experiment_id, run_name="retrain", tags=_texts(run_tags))
         run_id = run.info.run_id
         self.client.log_batch(run_id, params=[Param(k, _text(v)) for k, v in params.items()])
         return run_id
@@ -297,7 +318,7 @@ def _start_error(tracking_uri: str, e: Exception) -> str:
             "role (docs/team.md, Accounts)"
         )
     return (
-        f"cannot use the MLflow tracking store at {where}: {e}. "
+        f"cannot use the MLflow tracking store at {where}: {redact(str(e))}. "
         "Start the server or fix MLFLOW_TRACKING_URI / tracking.uri."
     )
 
@@ -349,5 +370,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _texts(values: Mapping[str, Any]) -> dict[str, str]:
+    return {k: _text(v) for k, v in values.items()}
+
+
 def _text(value: Any) -> str:
-    return "null" if value is None else str(value)
+    """A parameter or tag value as MLflow stores it: text, never a password."""
+    return "null" if value is None else redact(str(value))

@@ -195,5 +195,5 @@ def _attach_parent(study: optuna.Study, created: bool, tracker: Tracker, req: Ru
             new_id,
         )
     if req.study_file is not None:
-        tracker.log_artifact(new_id, str(req.study_file))
+        tracker.log_study_file(new_id, str(req.study_file))
     return new_id

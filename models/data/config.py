@@ -12,7 +12,14 @@ pre-split files: `train` and optionally `val` (else carved from `train` by `val_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
+
+from annotated_types import Ge, Gt, Lt
+
+# Bounds pydantic checks (and the docs print) when the tuner validates a `task:` block.
+Count = Annotated[int, Ge(1)]  # sequences in a split, symbols, steps
+Steps = Annotated[int, Ge(2)]  # a sequence: one step has no order to learn
+Fraction = Annotated[float, Gt(0), Lt(1)]  # a split's share: each split needs data
 
 # Read by pydantic when the tuner validates a study file: an unknown key is an error, and the
 # docstring under each field is its description.
@@ -28,13 +35,13 @@ class AddingData:
 
     source: Literal["adding"] = "adding"
     """Built in: no file."""
-    seq_len: int = 50
+    seq_len: Steps = 50
     """Time steps per sequence."""
-    n_train: int = 4000
+    n_train: Count = 4000
     """Training sequences."""
-    n_val: int = 1000
+    n_val: Count = 1000
     """Validation sequences."""
-    n_test: int = 1000
+    n_test: Count = 1000
     """Test sequences."""
     seed: int = 0
     """Generates the data; fixed across trials so every trial sees the same split."""
@@ -48,17 +55,17 @@ class CopyData:
 
     source: Literal["copy"] = "copy"
     """Built in: no file."""
-    n_symbols: int = 8
+    n_symbols: Annotated[int, Ge(2)] = 8
     """Distinct symbols to copy (chance accuracy is 1 / n_symbols)."""
-    copy_len: int = 10
+    copy_len: Count = 10
     """Symbols to remember."""
-    delay: int = 20
+    delay: Annotated[int, Ge(0)] = 20
     """Blank steps between the symbols and the delimiter that asks for them."""
-    n_train: int = 4000
+    n_train: Count = 4000
     """Training sequences."""
-    n_val: int = 1000
+    n_val: Count = 1000
     """Validation sequences."""
-    n_test: int = 1000
+    n_test: Count = 1000
     """Test sequences."""
     seed: int = 0
     """Generates the data; fixed across trials so every trial sees the same split."""
@@ -72,17 +79,17 @@ class SineData:
 
     source: Literal["sine"] = "sine"
     """Built in: no file."""
-    seq_len: int = 50
+    seq_len: Steps = 50
     """Past values the model sees."""
-    horizon: int = 1
+    horizon: Count = 1
     """Values predicted at once: the `horizon` steps after the window."""
-    noise: float = 0.1
+    noise: Annotated[float, Ge(0)] = 0.1
     """Standard deviation of the Gaussian noise on the inputs."""
-    n_train: int = 4000
+    n_train: Count = 4000
     """Training sequences."""
-    n_val: int = 1000
+    n_val: Count = 1000
     """Validation sequences."""
-    n_test: int = 1000
+    n_test: Count = 1000
     """Test sequences."""
     seed: int = 0
     """Generates the data; fixed across trials so every trial sees the same split."""
@@ -107,9 +114,9 @@ class NpzData:
     """Pre-split data: the test file, read only by `retrain`; omitted: no test split."""
     source: Literal["npz"] = "npz"
     """Arrays in a NumPy .npz file."""
-    val_fraction: float = 0.15
+    val_fraction: Fraction = 0.15
     """Share of the sequences for validation."""
-    test_fraction: float = 0.15
+    test_fraction: Fraction = 0.15
     """Share of the sequences for test."""
     seed: int = 0
     """Shuffles the sequences into the splits."""
@@ -149,18 +156,18 @@ class CsvData:
     """Pre-split data: the test file, read only by `retrain`; omitted: no test split."""
     source: Literal["csv"] = "csv"
     """Time series in a table."""
-    window: int = 24
+    window: Count = 24
     """Rows per input window."""
-    horizon: int = 1
+    horizon: Count = 1
     """Values predicted at once: the `horizon` rows after the window."""
-    season: int | None = None
+    season: Annotated[int, Ge(2)] | None = None
     """Steps per season: adds the seasonal naive baseline."""
     normalize: bool | Literal["series"] = True
     """Standardise with the training rows' mean and std: true of all series together, `series`
     of each series on its own, false not at all."""
-    val_fraction: float = 0.15
+    val_fraction: Fraction = 0.15
     """Share of every series' rows for validation (after its training rows)."""
-    test_fraction: float = 0.15
+    test_fraction: Fraction = 0.15
     """Share of every series' rows for test (its last ones)."""
 
 
@@ -182,13 +189,13 @@ class TextData:
     """Plain text for language modelling."""
     level: Literal["char", "word"] = "char"
     """Tokens are characters, or whitespace-separated words plus `<eos>` at each line's end."""
-    seq_len: int = 64
+    seq_len: Steps = 64
     """Steps per batch window; the state carries across consecutive windows."""
-    min_freq: int = 1
+    min_freq: Count = 1
     """Training tokens seen fewer times become `<unk>`."""
-    val_fraction: float = 0.1
+    val_fraction: Fraction = 0.1
     """Share of the tokens for validation (after the training tokens)."""
-    test_fraction: float = 0.1
+    test_fraction: Fraction = 0.1
     """Share of the tokens for test (the last ones)."""
 
 
@@ -208,13 +215,13 @@ class TaggedData:
     """Pre-split data: the test file, read only by `retrain`; omitted: no test split."""
     source: Literal["tagged"] = "tagged"
     """A tag for every token (sequence tagging)."""
-    min_freq: int = 1
+    min_freq: Count = 1
     """Training tokens seen fewer times become `<unk>`."""
     lowercase: bool = False
     """Lowercase the tokens (never the tags)."""
-    val_fraction: float = 0.15
+    val_fraction: Fraction = 0.15
     """Share of the sentences for validation."""
-    test_fraction: float = 0.15
+    test_fraction: Fraction = 0.15
     """Share of the sentences for test."""
     seed: int = 0
     """Shuffles the sentences into the splits."""

@@ -90,6 +90,16 @@ def check_positive(value: int, field: str, minimum: int = 1) -> None:
         raise DataError(f"task.{field} must be at least {minimum}, got {value}")
 
 
+def check_distinct(n_distinct: int, path: str, unit: str) -> None:
+    """A vocabulary of one token (or none above task.min_freq) leaves nothing to predict."""
+    if n_distinct < 2:
+        raise DataError(
+            f"{path}: the training part holds {n_distinct} distinct {unit}"
+            f"{'' if n_distinct == 1 else 's'} (of those seen task.min_freq times); a model "
+            "learns nothing from one distinct token: give it varied text or lower task.min_freq"
+        )
+
+
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
     for field, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < value < 1.0:

@@ -19,6 +19,7 @@ from models.data.files import (
     SPLIT_KEYS,
     build_vocab,
     carve_sizes,
+    check_distinct,
     check_positive,
     named_files,
     part_label,
@@ -65,6 +66,8 @@ def load_text(cfg: TextData, with_test: bool = True) -> TaskData:
                 "task.seq_len, change task.val_fraction / task.test_fraction, or add text"
             )
     vocab = build_vocab(parts[0], cfg.min_freq, (UNK,))  # type: ignore[arg-type]
+    # <eos> alone is no text to model either
+    check_distinct(len(vocab.keys() - {UNK, EOS}), files.get("path") or files["train"], "token")
     streams = [None if p is None else Split(_ids(p, vocab), None, None) for p in parts]
     info = DataInfo(
         "language_model", None, len(vocab), len(vocab), cfg.seq_len, len(parts[0]),  # type: ignore[arg-type]
@@ -118,6 +121,7 @@ def load_tagged(cfg: TaggedData, with_test: bool = True) -> TaskData:
 
 def _tagged_task(cfg: TaggedData, files: dict[str, str], parts: list[list | None]) -> TaskData:
     vocab = build_vocab((tok for s in parts[0] for tok, _, _ in s), cfg.min_freq, (PAD, UNK))  # type: ignore[union-attr]
+    check_distinct(len(vocab.keys() - {PAD, UNK}), files.get("path") or files["train"], "token")
     tags = sorted({tag for s in parts[0] for _, tag, _ in s})  # type: ignore[union-attr]
     tag_ids = {t: i for i, t in enumerate(tags)}
     unseen = [
