@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import click
 
-from tuner.errors import BAD_INPUT, ENVIRONMENT, INTERRUPTED, BadInput
+from tuner.errors import BAD_INPUT, ENVIRONMENT, INTERRUPTED, BadInput, exit_code
 from tuner.urls import (
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
@@ -137,10 +137,6 @@ def _study_name(name: str, source: str) -> str:
     if problem:
         _fail(f"{source}: the study name {shorten(repr(name), 60)} {problem}", BAD_INPUT)
     return name
-
-
-def _exit_code(e: Exception) -> int:
-    return BAD_INPUT if isinstance(e, BadInput) else ENVIRONMENT
 
 
 def _fail(message: str, code: int = ENVIRONMENT) -> NoReturn:
@@ -317,12 +313,12 @@ def _run_one(req) -> int:  # noqa: ANN001 - RunRequest
     """The worker in this process; returns the command's exit code."""
     from tuner.study import StorageError
     from tuner.tracking import TrackingError
-    from tuner.worker import run_worker
+    from tuner.worker import TooManyFailures, run_worker
 
     try:
         summary = run_worker(req)
-    except (StorageError, TrackingError, ValueError) as e:
-        _fail(str(e), _exit_code(e))
+    except (StorageError, TrackingError, TooManyFailures, ValueError, BadInput) as e:
+        _fail(str(e), exit_code(e))
     prefix = "" if req.worker_index is None else f"[w{req.worker_index}] "
     click.echo(prefix + summary.line())
     if summary.interrupted_by == "SIGINT":
@@ -342,7 +338,7 @@ def _preflight(req) -> None:  # noqa: ANN001 - RunRequest
         make_storage(req.storage).engine.dispose()
         Tracker(req.tracking_uri, req.cfg.experiment_name())
     except (StorageError, TrackingError) as e:
-        _fail(str(e), _exit_code(e))
+        _fail(str(e), exit_code(e))
 
 
 def mlflow_defaults() -> None:
@@ -407,7 +403,7 @@ def _with_study_errors(action) -> None:  # noqa: ANN001
     except NoSuchStudy as e:
         _fail(str(e), BAD_INPUT)
     except StorageError as e:
-        _fail(str(e), _exit_code(e))
+        _fail(str(e), exit_code(e))
 
 
 _tracking_option = click.option(
@@ -464,7 +460,7 @@ def report(study: str, storage: str | None, tracking_uri: str | None) -> None:
         )
         click.echo(f"study {study!r}: " + write_report(found, tracker, parent_id).text())
     except _results_errors() as e:
-        _fail(str(e), _exit_code(e))
+        _fail(str(e), exit_code(e))
 
 
 @main.command()
@@ -505,7 +501,7 @@ def retrain(
     except (StudyFileError, DataError) as e:  # the data: a file moved or changed since the run
         _fail(str(e), BAD_INPUT)
     except _results_errors() as e:
-        _fail(str(e), _exit_code(e))
+        _fail(str(e), exit_code(e))
 
 
 @main.command()

@@ -46,7 +46,7 @@ from models.errors import DataError
 from models.metrics import METRIC_MODES, metric, val_metric_names
 from tuner.default_space import DataSize, default_space
 from tuner.errors import BadInput
-from tuner.plugins import MULTI_OBJECTIVE_SAMPLERS, PRUNERS, SAMPLERS
+from tuner.plugins import MULTI_OBJECTIVE_SAMPLERS, PRUNERS, SAMPLERS, option_problems
 from tuner.urls import (
     DEFAULT_TRACKING_URI,
     redact,
@@ -955,7 +955,30 @@ def _check_plugins(cfg: StudyConfig) -> list[str]:
                 problems.append(
                     f"search.{name}: the grid sampler needs `type: categorical` choices"
                 )
-    return problems
+    return problems or _check_plugin_options(cfg)
+
+
+def _check_plugin_options(cfg: StudyConfig) -> list[str]:
+    """The file's sampler and pruner options, against the Optuna class that gets them (this
+    imports Optuna: only for a file that sets a sampler or pruner)."""
+    chosen = [
+        (kind, table, block)
+        for kind, table, block in (
+            ("sampler", SAMPLERS, cfg.sampler if "sampler" in cfg.model_fields_set else None),
+            ("pruner", PRUNERS, cfg.pruner),
+        )
+        if block is not None
+    ]
+    if not chosen:
+        return []
+    from tuner.study import plugin_defaults
+
+    defaults = plugin_defaults(cfg, cfg.seed)
+    return [
+        problem
+        for kind, table, block in chosen
+        for problem in option_problems(kind, table[block.name], dict(block.options), defaults)
+    ]
 
 
 def _estimated_tokens(task: Any) -> float:

@@ -9,3 +9,10 @@ BAD_INPUT, ENVIRONMENT, INTERRUPTED = 2, 1, 130
 
 class BadInput(Exception):
     """Input that can never work as given: a study file, data file, URL, flag or name."""
+
+
+def exit_code(e: BaseException) -> int:
+    """The exit code of a command that `e` ended."""
+    if isinstance(e, KeyboardInterrupt):
+        return INTERRUPTED
+    return BAD_INPUT if isinstance(e, BadInput) else ENVIRONMENT

@@ -52,6 +52,13 @@ def _worker(req: RunRequest, index: int, n_workers: int, shared: Any) -> None:
     # or Indexed Job pod running --workers N), k*N + index, unique across the study's workers.
     base = req.worker_index
     req.worker_index = index if base is None else base * n_workers + index
-    summary = run_worker(req, shared)
+    try:
+        summary = run_worker(req, shared)
+    except Exception as e:  # one line and the exit code, never a child's traceback
+        from tuner.errors import exit_code
+        from tuner.urls import redact
+
+        print(f"[w{req.worker_index}] error: {redact(str(e))}", file=sys.stderr, flush=True)
+        sys.exit(exit_code(e))
     print(f"[w{req.worker_index}] {summary.line()}", flush=True)
     sys.exit(130 if summary.interrupted_by == "SIGINT" else 0)

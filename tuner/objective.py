@@ -23,6 +23,10 @@ from tuner.crossval import CrossValidation
 from tuner.space import suggest
 from tuner.study import first_prunable_epoch
 from tuner.tracking import Tracker
+from tuner.urls import redact
+
+# A trial's user attribute: it failed before its first optimizer step, so every trial would.
+BEFORE_TRAINING = "failed_before_training"
 
 
 class MetricNotLoggedError(ValueError):
@@ -81,6 +85,10 @@ class EpochRecorder(EpochCallback):
         rows = [] if self.result is None else self.result.history
         return [{**row, "time_ms": t} for row, t in zip(rows, self.ended_ms, strict=False)]
 
+    def steps(self) -> int:
+        """Optimizer steps taken so far (0 also when training never started)."""
+        return 0 if self.result is None else int(self.result.trainer.global_step)
+
     def summary(self, seconds: float) -> dict[str, float]:
         n_params = 0 if self.result is None else self.result.n_params
         return {"wall_time_s": seconds, "n_params": n_params, "epochs": len(self.ended_ms)}
@@ -124,6 +132,10 @@ class TrialRecord:
             figures["epochs"] += one["epochs"]
         return figures | (self.cv.summary(metrics) if self.cv else {})
 
+    def steps(self) -> int:
+        """Optimizer steps taken so far, over every training (0 when none started)."""
+        return sum(recorder.steps() for recorder in self.recorders)
+
     def profiles(self) -> dict[str, list[float]]:
         """The last training's (with folds, the last fold's)."""
         return self.recorders[-1].profiles() if self.recorders else {}
@@ -153,7 +165,7 @@ class Objective:
             self.tags["rnn_tuner.worker"] = str(worker_index)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        settings, _ = suggest(trial, self.cfg)
+        settings = self._settings(trial)
         task = {f"task.{k}": v for k, v in asdict(self.cfg.task).items()}
         params = {**settings.params(), **task}
         run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
@@ -171,8 +183,7 @@ class Objective:
             state = "PRUNED"
             raise
         except BaseException as e:
-            reason = f"{type(e).__name__}: {e}"
-            trial.set_user_attr("fail_reason", reason)
+            reason = _failed(trial, e, isinstance(e, Exception) and record.steps() == 0)
             if not isinstance(e, Exception | KeyboardInterrupt):  # an interrupt by signal
                 raise TrialFailed(reason) from e  # Optuna records an Exception as FAIL
             raise
@@ -187,6 +198,13 @@ class Objective:
                 run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
             history, profiles = record.history(), record.profiles()
             self.tracker.finish_trial(run_id, state, history, summary, reason, profiles)
+
+    def _settings(self, trial: optuna.Trial) -> Settings:
+        try:
+            return suggest(trial, self.cfg)[0]
+        except Exception as e:  # settings that cannot go together, e.g. truncation bidirectional
+            _failed(trial, e, before_training=True)
+            raise
 
     def _best_values(
         self, trial: optuna.Trial, settings: Settings, record: TrialRecord
@@ -220,6 +238,16 @@ class Objective:
             return []
         monitored = self.cfg.objectives[self.cfg.primary_index]
         return [PruningCallback(trial, monitored, first_prunable_epoch(self.cfg))]
+
+
+def _failed(trial: optuna.Trial, e: BaseException, before_training: bool) -> str:
+    """Record why the trial failed, and whether before its first optimizer step (then every
+    trial would: tuner.worker.FailureGuard stops the run)."""
+    reason = redact(f"{type(e).__name__}: {e}")
+    trial.set_user_attr("fail_reason", reason)
+    if before_training:
+        trial.set_user_attr(BEFORE_TRAINING, True)
+    return reason
 
 
 def _best(result: TrainResult, objective: ObjectiveSpec) -> tuple[float, float]:

@@ -8,6 +8,8 @@ imported when a sampler or pruner is built, not when a study file is validated.
 
 from __future__ import annotations
 
+import builtins
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,60 +25,127 @@ class Defaults:
     grid: Callable[[], dict[str, list[Any]]]  # the grid sampler's space
 
 
-def _samplers() -> Any:
-    import optuna
-
-    return optuna.samplers
-
-
-def _pruners() -> Any:
-    import optuna
-
-    return optuna.pruners
-
-
 Options = dict[str, Any]
 
-SAMPLERS: dict[str, Callable[[Options, Defaults], Any]] = {
+
+@dataclass(frozen=True)
+class Plugin:
+    """An Optuna class by name, with our defaults (the study file's options win over them)."""
+
+    cls: str  # in optuna.samplers or optuna.pruners
+    defaults: Callable[[Defaults], Options] = lambda d: {}
+    args: Callable[[Defaults], tuple[Any, ...]] = lambda d: ()  # positional: the grid's space
+
+    def optuna_class(self, kind: str) -> type:
+        import optuna
+
+        return getattr(optuna.samplers if kind == "sampler" else optuna.pruners, self.cls)
+
+
+def _seeded(d: Defaults) -> Options:
+    return {"seed": d.seed}
+
+
+SAMPLERS: dict[str, Plugin] = {
     # Constant liar: parallel workers do not all receive the same promising parameters.
-    "tpe": lambda o, d: _samplers().TPESampler(**{"constant_liar": True, "seed": d.seed, **o}),
-    "random": lambda o, d: _samplers().RandomSampler(**{"seed": d.seed, **o}),
-    "grid": lambda o, d: _samplers().GridSampler(d.grid(), **{"seed": d.seed, **o}),
-    "cmaes": lambda o, d: _samplers().CmaEsSampler(**{"seed": d.seed, **o}),
-    "qmc": lambda o, d: _samplers().QMCSampler(**{"seed": d.seed, **o}),
-    "gp": lambda o, d: _samplers().GPSampler(**{"seed": d.seed, **o}),
-    "nsgaii": lambda o, d: _samplers().NSGAIISampler(**{"seed": d.seed, **o}),
+    "tpe": Plugin("TPESampler", lambda d: {"constant_liar": True, "seed": d.seed}),
+    "random": Plugin("RandomSampler", _seeded),
+    "grid": Plugin("GridSampler", _seeded, lambda d: (d.grid(),)),
+    "cmaes": Plugin("CmaEsSampler", _seeded),
+    "qmc": Plugin("QMCSampler", _seeded),
+    "gp": Plugin("GPSampler", _seeded),
+    "nsgaii": Plugin("NSGAIISampler", _seeded),
 }
 # Samplers that handle several objectives (a Pareto front).
 MULTI_OBJECTIVE_SAMPLERS = ("nsgaii", "tpe", "random", "grid", "qmc", "gp")
 
-PRUNERS: dict[str, Callable[[Options, Defaults], Any]] = {
-    "median": lambda o, d: _pruners().MedianPruner(
-        **{"n_startup_trials": 4, "n_warmup_steps": d.warmup_epochs, **o}
+PRUNERS: dict[str, Plugin] = {
+    "median": Plugin(
+        "MedianPruner", lambda d: {"n_startup_trials": 4, "n_warmup_steps": d.warmup_epochs}
     ),
-    "percentile": lambda o, d: _pruners().PercentilePruner(
-        **{"percentile": 25.0, "n_startup_trials": 4, "n_warmup_steps": d.warmup_epochs, **o}
+    "percentile": Plugin(
+        "PercentilePruner",
+        lambda d: {"percentile": 25.0, "n_startup_trials": 4, "n_warmup_steps": d.warmup_epochs},
     ),
-    "successive-halving": lambda o, d: _pruners().SuccessiveHalvingPruner(**o),
-    "hyperband": lambda o, d: _pruners().HyperbandPruner(**{"max_resource": d.max_steps, **o}),
-    "threshold": lambda o, d: _pruners().ThresholdPruner(**o),  # {upper: 1.0}: stop divergers
-    "none": lambda o, d: _pruners().NopPruner(**o),
+    "successive-halving": Plugin("SuccessiveHalvingPruner"),
+    "hyperband": Plugin("HyperbandPruner", lambda d: {"max_resource": d.max_steps}),
+    "threshold": Plugin("ThresholdPruner"),  # {upper: 1.0}: stop diverging trials
+    "none": Plugin("NopPruner"),
 }
 # Pruners that wait `n_warmup_steps` epochs before they can prune.
 WARMUP_PRUNERS = ("median", "percentile")
 
 
 def build(
-    kind: str,
-    table: dict[str, Callable[[Options, Defaults], Any]],
-    name: str,
-    options: Options,
-    defaults: Defaults,
+    kind: str, table: dict[str, Plugin], name: str, options: Options, defaults: Defaults
 ) -> Any:
     """`table[name]` built with `options`; a clear ValueError for an unknown name or option."""
     if name not in table:
         raise ValueError(f"unknown {kind} {name!r}; valid: {', '.join(table)}")
+    problems = option_problems(kind, table[name], options, defaults)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return _construct(kind, table[name], options, defaults)
+
+
+def _construct(kind: str, plugin: Plugin, options: Options, defaults: Defaults) -> Any:
+    cls = plugin.optuna_class(kind)
+    return cls(*plugin.args(defaults), **{**plugin.defaults(defaults), **options})
+
+
+def option_problems(kind: str, plugin: Plugin, options: Options, defaults: Defaults) -> list[str]:
+    """What Optuna's class would refuse of `options`, each as `kind.options...: why`: a name
+    its constructor does not take, a value of the wrong type, or what the constructor raises."""
+    cls = plugin.optuna_class(kind)
+    params = _options_of(cls, len(plugin.args(defaults)))
+    unknown = [name for name in options if name not in params]
+    if unknown:
+        valid = ", ".join(params) or "none"
+        return [
+            f"{kind}.options.{name}: {cls.__name__} takes no option {name!r}; valid: {valid}"
+            for name in unknown
+        ]
+    problems = [
+        f"{kind}.options.{name}: {cls.__name__} expects {expected} (got {value!r})"
+        for name, value in options.items()
+        if (expected := _type_problem(params[name], value))
+    ]
+    if problems:
+        return problems
     try:
-        return table[name](options, defaults)
-    except TypeError as e:  # a misspelt option reaches Optuna's constructor
-        raise ValueError(f"{kind} {name}: bad option ({e}); see Optuna's documentation") from e
+        _construct(kind, plugin, options, defaults)
+    except Exception as e:  # noqa: BLE001 - whatever the constructor refuses, said by Optuna
+        return [f"{kind}.options: {cls.__name__} refuses them: {e}"]
+    return []
+
+
+def _options_of(cls: type, n_positional: int) -> dict[str, inspect.Parameter]:
+    """The keyword arguments a constructor takes, after the ones we pass by position."""
+    takes = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = [p for p in inspect.signature(cls).parameters.values() if p.kind in takes]
+    return {p.name: p for p in params[n_positional:]}
+
+
+def _type_problem(param: inspect.Parameter, value: Any) -> str | None:
+    """The expected type, if `value` is not of it; only plain annotations (int, float | None,
+    bool, str) are checked: Optuna's callables and samplers cannot come from YAML anyway."""
+    annotation = param.annotation
+    if isinstance(annotation, str):
+        try:
+            annotation = eval(annotation, {"__builtins__": builtins})  # noqa: S307 - Optuna's own
+        except Exception:  # noqa: BLE001 - a typing construct: not checked
+            return None
+    if annotation is inspect.Parameter.empty or not _plain(annotation):
+        return None
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        TypeAdapter(annotation).validate_python(value, strict=True)
+    except ValidationError:
+        return str(annotation).replace("<class '", "").replace("'>", "")
+    return None
+
+
+def _plain(annotation: Any) -> bool:
+    parts = getattr(annotation, "__args__", (annotation,))
+    return all(p in (int, float, bool, str, type(None)) for p in parts)

@@ -34,16 +34,17 @@ class StorageError(RuntimeError):
 
 
 def make_sampler(cfg: StudyConfig, seed: int | None) -> optuna.samplers.BaseSampler:
-    defaults = _defaults(cfg, seed)
+    defaults = plugin_defaults(cfg, seed)
     return build("sampler", SAMPLERS, cfg.sampler.name, dict(cfg.sampler.options), defaults)
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     options = dict(cfg.pruner.options) if cfg.pruner else {}
-    return build("pruner", PRUNERS, cfg.pruner_name, options, _defaults(cfg, cfg.seed))
+    return build("pruner", PRUNERS, cfg.pruner_name, options, plugin_defaults(cfg, cfg.seed))
 
 
-def _defaults(cfg: StudyConfig, seed: int | None) -> Defaults:
+def plugin_defaults(cfg: StudyConfig, seed: int | None) -> Defaults:
+    """What the sampler and pruner tables' defaults take from the study file."""
     # A trial reports per epoch, or per fold with cross-validation (tuner.crossval).
     steps = cfg.cv_folds or cfg.budget.max_epochs
     return Defaults(seed, steps, warmup_epochs(cfg), lambda: grid_space(cfg))

@@ -43,31 +43,36 @@ class DeletedExperiment(BadInput, TrackingError):
 
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str) -> None:
-        self.uri = tracking_uri
+        """Reach the store and look the experiment up (an error now, if either fails); the
+        experiment is created with the first run, so a run that fails to start leaves none."""
+        self.uri, self.experiment_name = tracking_uri, experiment
         self.client = MlflowClient(tracking_uri=tracking_uri)
         try:
-            self.experiment_id = self._experiment(experiment)
+            self._experiment_id = self._existing(experiment)
         except (MlflowException, OSError) as e:
             raise TrackingError(_start_error(tracking_uri, e)) from e
 
-    def _experiment(self, name: str) -> str:
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            try:
+                self._experiment_id = self.client.create_experiment(self.experiment_name)
+            except MlflowException:  # another worker created it first
+                self._experiment_id = self._existing(self.experiment_name)
+                if self._experiment_id is None:
+                    raise
+        return self._experiment_id
+
+    def _existing(self, name: str) -> str | None:
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                raise DeletedExperiment(
-                    f"the MLflow experiment {name!r} is deleted (id {found.experiment_id}): "
-                    f"restore it with `MLFLOW_TRACKING_URI={redact(self.uri)} mlflow experiments "
-                    f"restore --experiment-id {found.experiment_id}`, or use another name "
-                    "(tracking.experiment in the study file, or --study-name)"
-                )
-            return found.experiment_id
-        try:
-            return self.client.create_experiment(name)
-        except MlflowException:  # another worker created it first
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return found.experiment_id
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise DeletedExperiment(
+                f"the MLflow experiment {name!r} is deleted (id {found.experiment_id}): "
+                f"restore it with `MLFLOW_TRACKING_URI={redact(self.uri)} mlflow experiments "
+                f"restore --experiment-id {found.experiment_id}`, or use another name "
+                "(tracking.experiment in the study file, or --study-name)"
+            )
+        return None if found is None else found.experiment_id
 
     # ------------------------------------------------------------------ the study's parent run
 

@@ -21,8 +21,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.budget import Claim, Slots, TrialBudget, trials_counted
 from tuner.end_of_study import finish_if_last
+from tuner.errors import BadInput
 from tuner.interrupts import Interrupts
-from tuner.objective import Objective
+from tuner.objective import BEFORE_TRAINING, Objective
 from tuner.progress import Progress
 from tuner.request import RunRequest, RunSummary
 from tuner.stale import storage_with_heartbeats
@@ -36,25 +37,79 @@ log = logging.getLogger(__name__)
 def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
     """Run trials of the study until the budget is spent, the timeout passes or a signal comes."""
     tracker = Tracker(req.tracking_uri, req.cfg.experiment_name())
-    storage = storage_with_heartbeats(req.storage, tracker, req.cfg.study)
-    study, created = retrying(lambda: open_study(req.cfg, storage, req.study_name))
-    parent_id = _attach_parent(study, created, tracker, req)
-    if created:
-        for params in req.cfg.enqueue:
-            study.enqueue_trial(params, skip_if_exists=True)
+    study, storage, parent_id = _opened(req, tracker)
     slots = Slots(_study_budget(study, storage, req.max_trials), req.n_trials, shared_count, study)
     summary = RunSummary(req.study_name, parent_id)
     progress = Progress(req.n_trials, summary, req.worker_index) if req.progress else None
-    record = RecordTrial(study, tracker, parent_id, req.cfg.primary_index, summary, progress)
+    guard = FailureGuard(req.study_name, req.cfg.budget.max_failures)
+    record = RecordTrial(study, tracker, parent_id, req.cfg.primary_index, summary, progress, guard)
     with Interrupts() as interrupts:
         objective = Objective(req.cfg, tracker, parent_id, interrupts, req.worker_index)
-        stop = _stop_when(interrupts, req.timeout)
+        stop = _stop_when(interrupts, req.timeout, guard)
         run_trials(study, objective, slots, record, stop, req.cfg.study.heartbeat_interval)
     summary.interrupted_by = interrupts.requested
     if progress:
         progress.close()
     finish_if_last(study, tracker, parent_id, summary.interrupted_by)
+    if guard.error is not None and summary.interrupted_by is None:
+        raise guard.error
     return summary
+
+
+def _opened(req: RunRequest, tracker: Tracker) -> tuple[optuna.Study, Any, str]:
+    """The storage, the study (its enqueued trials added when created here) and its parent run;
+    a study created here is removed again if its parent run cannot be made, so a failed start
+    leaves no empty study behind."""
+    storage = storage_with_heartbeats(req.storage, tracker, req.cfg.study)
+    study, created = retrying(lambda: open_study(req.cfg, storage, req.study_name))
+    try:
+        parent_id = _attach_parent(study, created, tracker, req)
+    except BaseException:
+        if created:
+            optuna.delete_study(study_name=req.study_name, storage=storage)
+        raise
+    if created:
+        for params in req.cfg.enqueue:
+            study.enqueue_trial(params, skip_if_exists=True)
+    return study, storage, parent_id
+
+
+class RecurringTrialFailure(BadInput):
+    """A trial failed before its first optimizer step: every trial would (exit code 2)."""
+
+
+class TooManyFailures(RuntimeError):
+    """`budget.max_failures` trials failed in a row (exit code 1)."""
+
+
+class FailureGuard:
+    """Stops a run that would only fail: at the first trial that fails before its first optimizer
+    step (a data or configuration error: every trial would fail the same way), and after
+    `max_failures` failed trials in a row, whatever failed them. Never an endless loop."""
+
+    def __init__(self, study_name: str, max_failures: int) -> None:
+        self.study_name, self.max_failures = study_name, max_failures
+        self.in_a_row = 0
+        self.error: Exception | None = None
+
+    def update(self, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.FAIL:
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        reason = trial.user_attrs.get("fail_reason", "no reason recorded")
+        if trial.user_attrs.get(BEFORE_TRAINING):
+            self.error = RecurringTrialFailure(
+                f"trial {trial.number} of study {self.study_name!r} failed before its first "
+                f"training step, so every trial would: {reason}. Fix the study file or the data "
+                "(`rnn-tuner validate FILE`), then run again; the study keeps its trials"
+            )
+        elif self.in_a_row >= self.max_failures:
+            self.error = TooManyFailures(
+                f"{self.in_a_row} trials of study {self.study_name!r} failed in a row "
+                f"(budget.max_failures: {self.max_failures}); the last: {reason}. Each trial's "
+                "fail_reason is in MLflow; raise budget.max_failures to go on regardless"
+            )
 
 
 def run_trials(
@@ -129,11 +184,16 @@ class LastTrial:
         self.recorded(study, told)
 
 
-def _stop_when(interrupts: Interrupts, timeout: float | None) -> Callable[[], bool]:
-    """A signal came, or `timeout` seconds have passed since now: start no new trial."""
+def _stop_when(
+    interrupts: Interrupts, timeout: float | None, guard: FailureGuard
+) -> Callable[[], bool]:
+    """A signal came, the trials only fail, or `timeout` seconds have passed since now: start
+    no new trial."""
     deadline = None if timeout is None else time.monotonic() + timeout
     return lambda: (
-        interrupts.requested is not None or (deadline is not None and time.monotonic() >= deadline)
+        interrupts.requested is not None
+        or guard.error is not None
+        or (deadline is not None and time.monotonic() >= deadline)
     )
 
 
@@ -157,9 +217,10 @@ class RecordTrial:
         primary: int,
         summary: RunSummary,
         progress: Progress | None,
+        guard: FailureGuard,
     ) -> None:
         self.tracker, self.parent_id, self.primary = tracker, parent_id, primary
-        self.summary, self.progress = summary, progress
+        self.summary, self.progress, self.guard = summary, progress, guard
         self.shown: int | None = None  # the best trial the parent run shows
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -170,6 +231,7 @@ class RecordTrial:
             self.shown = best.number
         if self.progress:
             self.progress.update(trial, best)
+        self.guard.update(trial)
 
 
 def _attach_parent(study: optuna.Study, created: bool, tracker: Tracker, req: RunRequest) -> str:
