@@ -72,13 +72,13 @@ def test_a_real_data_study_validates_and_runs_two_trials(path: Path, workdir: Pa
 
 
 def test_every_real_data_study_names_its_source_and_a_published_result() -> None:
-    assert len(REAL) == 4
+    assert len(REAL) == 5
     for path in REAL:
         opening = path.read_text().split("\n\n")[0]
         assert "studies/data/real.py" in opening and "Published:" in opening
 
 
-PACKAGES = ("sktime", "rdata", "hironsan")
+PACKAGES = ("sktime", "rdata", "hironsan", "statsmodels")
 AUSTEN = Path("/usr/lib/R/site-library/janeaustenr")
 
 

@@ -1,6 +1,6 @@
 """Convert the real data sets behind the studies/real-*.yaml files, from packages that ship them.
 
-    pip install -e '.[real-data]'                  # sktime, rdata, hironsancorpus
+    pip install -e '.[real-data]'                  # sktime, rdata, hironsancorpus, statsmodels
     apt-get install r-cran-janeaustenr             # Jane Austen's novels (or: apt-get download
                                                    # it and dpkg-deb -x it, then pass --austen)
     python studies/data/real.py                    # writes studies/data/real/
@@ -12,6 +12,9 @@ check or rebuild them (the same packages give the same files).
 - japanese-vowels-{train,test}.npz: UEA JapaneseVowels through sktime's load_japanese_vowels,
   its official split (270 train, 370 test), ragged (T_i, 12) sequences, labels "1".."9".
 - airline.csv: monthly airline passengers 1949-1960 (Box & Jenkins' Series G), sktime load_airline.
+- grunfeld.csv: Grunfeld's investment panel, 11 US firms x 20 years (1935-1954) of gross
+  investment, market value and capital stock, as statsmodels ships it (Kleiber & Zeileis' 2008
+  recreation from Grunfeld's thesis), in long format: one row per (firm, year).
 - austen-{train,valid,test}.txt: Jane Austen's novels from R's janeaustenr (read with rdata),
   split by novel: Sense and Sensibility + Pride and Prejudice train, Northanger Abbey validates,
   Persuasion tests.
@@ -57,6 +60,14 @@ def airline(out: Path) -> None:
     (out / "airline.csv").write_text("month,passengers\n" + "\n".join(rows) + "\n")
 
 
+def grunfeld(out: Path) -> None:
+    from statsmodels.datasets import grunfeld as data
+
+    panel = data.load_pandas().data
+    rows = [f"{r.firm},{int(r.year)},{r.invest:g},{r.value:g},{r.capital:g}" for r in panel.itertuples()]  # fmt: skip
+    (out / "grunfeld.csv").write_text("firm,year,invest,value,capital\n" + "\n".join(rows) + "\n")
+
+
 def austen(out: Path, package: Path) -> None:
     """R keeps a package's data as a lazy-load database: an index (.rdx, an RDS file) of each
     object's offset and length in the .rdb file, where it is a 4-byte length and zlib data."""
@@ -94,6 +105,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     japanese_vowels(args.out)
     airline(args.out)
+    grunfeld(args.out)
     austen(args.out, args.austen)
     hironsan(args.out)
     for path in sorted(args.out.iterdir()):
