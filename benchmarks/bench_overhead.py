@@ -3,6 +3,8 @@
 (a) the limit: a plain loop over the same in-memory tensors, same network, optimizer, clipping
     and a validation pass per epoch; for truncation k, a plain TBPTT loop (the first T-k steps
     without a graph) and for language modelling a loop that carries the state across batches;
+    the word-level LM (the classic small PTB shape, on a synthetic Zipf stream of 10,000 words)
+    trains with plain SGD, as both sides do;
 (b) one trial as `rnn-tuner run` runs it: Optuna trial on a SQLite study, Lightning, the pruning
     callback reporting each epoch, an MLflow child run with every per-epoch metric.
 
@@ -29,6 +31,42 @@ from models.data.config import AddingData, TextData
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"full": 1.05, "truncated": 1.10}
+
+
+def zipf_text(path: Path, n_tokens: int, vocab: int = 10_000) -> Path:
+    """A word stream whose frequencies follow Zipf's law (rank r drawn with weight 1/r), as lines
+    of 20 words: every word of the vocabulary occurs, the frequent ones as often as in English."""
+    gen = torch.Generator().manual_seed(0)
+    weights = 1.0 / torch.arange(1, vocab + 1, dtype=torch.float64)
+    ids = torch.multinomial(weights, n_tokens, replacement=True, generator=gen).view(-1, 20)
+    path.write_text("\n".join(" ".join(f"w{i}" for i in line) for line in ids.tolist()) + "\n")
+    return path
+
+
+def word_lm_case(quick: bool, workdir: Path) -> dict:
+    """Zaremba et al.'s small LSTM LM (2x200 units, 200-dim embeddings, batch 20, 20 steps, SGD
+    with clipping) on about a million tokens (200,000 with --quick)."""
+    text = zipf_text(workdir / "zipf.txt", 200_000 if quick else 1_000_000)
+    settings = Settings(
+        cell="lstm",
+        num_layers=2,
+        hidden_size=200,
+        embedding_dim=200,
+        batch_size=20,
+        optimizer="sgd",
+        momentum=0.0,
+        lr=1.0,
+        clip_norm=5.0,
+        patience=None,
+        max_epochs=1 if quick else 2,
+    )
+    data = TextData(path=str(text), level="word", seq_len=20)
+    return {
+        "name": "word LM 10k words LSTM 2x200",
+        "data": data,
+        "settings": settings,
+        "kind": "full",
+    }
 
 
 def _cases(quick: bool) -> list[dict]:
@@ -83,7 +121,7 @@ class _Bare(nn.Module):
         cell = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[s.cell]
         self.embed = nn.Embedding(info.vocab_size, s.embedding_dim) if info.vocab_size else None
         size = s.embedding_dim if info.vocab_size else info.input_size
-        self.rnn = cell(size, s.hidden_size, batch_first=True)
+        self.rnn = cell(size, s.hidden_size, s.num_layers, batch_first=True)
         self.head = nn.Linear(s.hidden_size, info.output_size)
 
     def forward(self, x, state=None):  # noqa: ANN001, ANN201
@@ -102,7 +140,11 @@ def bare_loop(s: Settings, task) -> float:  # noqa: ANN001
     torch.manual_seed(s.seed)
     info, lm = task.info, task.info.task == "language_model"
     model = _Bare(s, info)
-    opt = torch.optim.Adam(model.parameters(), lr=s.lr)
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum)
+        if s.optimizer == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=s.lr)
+    )
     dm = SequenceDataModule(task, s.batch_size, s.seed)
     started = time.perf_counter()
     for _ in range(s.max_epochs):
@@ -204,7 +246,7 @@ def run(quick: bool) -> list[dict]:
             workdir,
             -1,
         )
-        for case in _cases(quick):
+        for case in [*_cases(quick), word_lm_case(quick, workdir)]:
             task = task_data(case["data"])
             ratios, bare, ours = [], [], []
             for r in range(rounds):

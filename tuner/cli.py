@@ -32,6 +32,7 @@ TRACKING_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own convention
 # The worker's index among the study's workers, as a cluster numbers them: a Kubernetes Indexed
 # Job's pod, a Slurm job-array task. It tags the worker's trial runs and its output lines.
 WORKER_INDEX_ENVS = ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID")
+THREADS_ENV = "OMP_NUM_THREADS"  # OpenMP's own: fixes the threads of every trial
 
 _storage_option = click.option(
     "--storage",
@@ -257,6 +258,7 @@ def run(
     """Create or resume the study and run trials; a second run adds trials to the same study.
 
     The same command on other machines, with the same --storage URL, joins the same study."""
+    threads = _thread_settings()
     cfg = _load(study_file)
     storage_url, tracking = _stores(cfg, storage, tracking_uri)
     name = cfg.study.name if study_name is None else _study_name(study_name, "--study-name")
@@ -274,6 +276,7 @@ def run(
         study_file=study_file,
         max_trials=max_trials or cfg.budget.max_trials,
         worker_index=_cluster_worker_index(),
+        threads=threads,
     )
     _refuse_sqlite_for_many(req.storage, workers)
     click.echo(
@@ -281,6 +284,25 @@ def run(
         err=True,
     )
     sys.exit(_run_many(req, workers) if workers > 1 else _run_one(req))
+
+
+def _thread_settings():  # noqa: ANN202 - tuner.threads.Threads
+    """Idle OpenMP threads sleep instead of spinning against other processes: set before torch
+    starts, here and in the --workers processes (they inherit it). The user's OMP_NUM_THREADS
+    fixes the threads per trial; else each trial's network size decides (tuner.threads)."""
+    from tuner.threads import Threads
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    value = os.environ.get(THREADS_ENV)
+    if value is None:
+        return Threads()
+    if not value.isdigit() or int(value) < 1:
+        _fail(
+            f"{THREADS_ENV}={value!r} is not a thread count (a whole number >= 1); unset it to "
+            "let rnn-tuner choose by each network's size",
+            code=2,
+        )
+    return Threads(fixed=int(value))
 
 
 def _refuse_sqlite_for_many(storage: str, workers: int) -> None:

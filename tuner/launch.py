@@ -1,6 +1,6 @@
 """`rnn-tuner run --workers N`: N worker processes on this machine, one study.
 
-Each worker gets its share of the CPU threads and, where GPUs exist, its own device (round robin).
+Each worker gets its share of the cores (the most threads a trial may use: tuner.threads) and, where GPUs exist, its own device (round robin).
 This module imports nothing heavy at the top, so the parent process stays light.
 """
 
@@ -43,10 +43,12 @@ def run_workers(req: RunRequest, n_workers: int) -> int:
 
 
 def _worker(req: RunRequest, index: int, n_workers: int, shared: Any) -> None:
-    import torch
+    from dataclasses import replace
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
     from tuner.worker import run_worker
+
+    # The most threads one trial may take; small networks take one (tuner.threads).
+    req.threads = replace(req.threads, share=max(1, (os.cpu_count() or 1) // n_workers))
 
     # Its GPU, where there are GPUs, and its tag; under a cluster's index k (a Slurm array task
     # or Indexed Job pod running --workers N), k*N + index, unique across the study's workers.

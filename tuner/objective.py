@@ -22,6 +22,7 @@ from tuner.config import StudyConfig
 from tuner.crossval import CrossValidation
 from tuner.space import suggest
 from tuner.study import first_prunable_epoch
+from tuner.threads import Threads
 from tuner.tracking import Tracker
 from tuner.urls import redact
 
@@ -141,6 +142,21 @@ class TrialRecord:
         return self.recorders[-1].profiles() if self.recorders else {}
 
 
+class TrialThreads(EpochCallback):
+    """Sets the trial's intra-op torch threads by its network's size (tuner.threads), and
+    records the count in the trial (user attribute `torch_threads`)."""
+
+    def __init__(self, trial: optuna.Trial, threads: Threads) -> None:
+        self.trial, self.threads = trial, threads
+
+    def on_start(self, result: TrainResult) -> None:
+        import torch
+
+        n = self.threads.for_network(result.n_params)
+        torch.set_num_threads(n)
+        self.trial.set_user_attr("torch_threads", n)
+
+
 class Objective:
     def __init__(
         self,
@@ -149,8 +165,10 @@ class Objective:
         parent_id: str,
         interrupts: Any,
         worker_index: int | None = None,
+        threads: Threads | None = None,
     ) -> None:
         self.cfg, self.tracker, self.parent_id = cfg, tracker, parent_id
+        self.threads = threads or Threads()
         self.interrupts = interrupts
         self.trainer_kwargs = _device(worker_index)
         self.metrics = [o.metric for o in cfg.objectives]
@@ -216,7 +234,7 @@ class Objective:
             return [_best(result, objective) for objective in self.cfg.objectives]
 
         def fit(data: TaskData, callbacks: list[EpochCallback]) -> TrainResult:
-            callbacks = [record.recorder(), *callbacks]
+            callbacks = [TrialThreads(trial, self.threads), record.recorder(), *callbacks]
             return train(
                 settings, data, monitor=self.monitor, callbacks=callbacks,
                 trainer_kwargs=self.trainer_kwargs,

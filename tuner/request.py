@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuner.config import StudyConfig
+from tuner.threads import Threads
 
 
 @dataclass
@@ -25,6 +26,7 @@ class RunRequest:
     study_file: Path | None = None  # logged as an artifact of a new parent run
     progress: bool = True
     worker_index: int | None = None  # a cluster's or --workers' index: GPU, tags, output
+    threads: Threads = field(default_factory=Threads)  # intra-op threads per trial
 
 
 @dataclass

@@ -44,7 +44,9 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
     guard = FailureGuard(req.study_name, req.cfg.budget.max_failures)
     record = RecordTrial(study, tracker, parent_id, req.cfg.primary_index, summary, progress, guard)
     with Interrupts() as interrupts:
-        objective = Objective(req.cfg, tracker, parent_id, interrupts, req.worker_index)
+        objective = Objective(
+            req.cfg, tracker, parent_id, interrupts, req.worker_index, req.threads
+        )
         stop = _stop_when(interrupts, req.timeout, guard)
         run_trials(study, objective, slots, record, stop, req.cfg.study.heartbeat_interval)
     summary.interrupted_by = interrupts.requested
