@@ -160,7 +160,9 @@ def quickstart_seconds(workdir: Path, tag: str, n_trials: int | None) -> float:
     for var in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY"):  # as a user runs it: the defaults
         env.pop(var, None)
     started = time.perf_counter()
-    subprocess.run(cmd, cwd=workdir, env=env, check=True, capture_output=True)
+    done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     return time.perf_counter() - started
 
 
