@@ -7,7 +7,9 @@ is closed with the trial's state and reason.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -71,7 +73,10 @@ class EpochRecorder(EpochCallback):
     """Keeps the trial's `TrainResult` as training fills it in, and when each epoch ended: what
     its MLflow run records, also when training fails midway and train() returns nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, *listeners: Callable[[dict[str, float]], None]) -> None:
+        """`listeners` see each finished epoch's row (with `time_ms`) as it ends: the live
+        curve in MLflow, the progress display."""
+        self.listeners = listeners
         self.result: TrainResult | None = None
         self.ended_ms: list[float] = []
 
@@ -80,6 +85,9 @@ class EpochRecorder(EpochCallback):
 
     def on_epoch(self, result: TrainResult) -> None:
         self.ended_ms.append(time.time() * 1000)
+        row = {**result.history[-1], "time_ms": self.ended_ms[-1]}
+        for listener in self.listeners:
+            listener(row)
 
     def history(self) -> list[dict[str, float]]:
         """Each finished epoch's row, with its end as `time_ms` (the MLflow timestamp)."""
@@ -103,13 +111,20 @@ class TrialRecord:
     """What a trial's MLflow run records: one `EpochRecorder` per training (one, or one per fold
     of cross-validation, whose curves are keyed `fold<k>/<metric>`, step = epoch)."""
 
-    def __init__(self, cv: CrossValidation | None = None) -> None:
+    def __init__(
+        self,
+        cv: CrossValidation | None = None,
+        live: Callable[[dict[str, float]], None] | None = None,
+    ) -> None:
+        """`live` gets each epoch's row as it ends (the run's live curve); with folds, whose
+        curves are keyed by fold, the epochs are sent with the trial's end instead."""
         self.cv = cv
+        self.listeners = [] if live is None or cv is not None else [live]
         self.recorders: list[EpochRecorder] = []
 
     def recorder(self) -> EpochRecorder:
         """A recorder for the next training."""
-        self.recorders.append(EpochRecorder())
+        self.recorders.append(EpochRecorder(*self.listeners))
         return self.recorders[-1]
 
     def history(self) -> list[dict[str, float]]:
@@ -189,7 +204,9 @@ class Objective:
         run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
         if run_id:  # lets any worker close this run if ours dies mid-trial
             trial.set_user_attr("mlflow_run_id", run_id)
-        record = TrialRecord(self._cross_validation())
+        record = TrialRecord(
+            self._cross_validation(), functools.partial(self.tracker.log_epoch, run_id)
+        )
         state, reason, best, started = "FAIL", None, [], time.perf_counter()
         try:
             with self.interrupts.armed():

@@ -1,17 +1,24 @@
 """The only module that imports mlflow: one experiment per study, one parent run per study, one
 child run per trial.
 
-Calls are few and batched: a trial costs `create_run`, one `log_batch` with every parameter and
-every per-epoch metric, and `set_terminated`. After the study has started, a tracking failure is
-logged as a warning and never fails a trial: the Optuna side of the study is the record that must
-not be lost.
+Calls are few and batched: a trial costs `create_run`, one `log_batch` with its parameters, one
+`log_batch` per epoch as the epoch ends (a live curve in the UI), and at its end one `log_batch`
+with the final figures and `set_terminated`. A trial's writes go through one background thread per
+worker (`_Sender`), in the order they were made: training only queues an epoch's metrics and never
+waits for the tracking server, and the run's status is set after every metric it records.
+
+After the study has started, a tracking failure is logged as a warning and never fails a trial:
+the Optuna side of the study is the record that must not be lost. Epochs that could not be sent
+while the server was away are sent again with the trial's final figures.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +54,11 @@ class Tracker:
         experiment is created with the first run, so a run that fails to start leaves none."""
         self.uri, self.experiment_name = tracking_uri, experiment
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.sender = _Sender()
+        # Touched only by the sender thread: epochs each trial's run holds, and runs whose
+        # epochs wait for the trial's end because the server failed one of them.
+        self._sent: dict[str, set[int]] = {}
+        self._behind: set[str] = set()
         try:
             self._experiment_id = self._existing(experiment)
         except (MlflowException, OSError) as e:
@@ -140,6 +152,13 @@ class Tracker:
         )
         return run_id
 
+    def log_epoch(self, run_id: str | None, row: Mapping[str, float]) -> None:
+        """Queue one finished epoch's metrics (step = `row["epoch"]`, timestamp `row["time_ms"]`)
+        for the trial's run; returns at once, the sender thread writes them."""
+        if run_id is not None:
+            row = dict(row)
+            self.sender.submit(lambda: self._send_epoch(run_id, row))
+
     def finish_trial(
         self,
         run_id: str | None,
@@ -149,11 +168,38 @@ class Tracker:
         reason: str | None = None,
         profiles: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
-        """Per-epoch metrics (step = epoch), final figures, per-time-step profiles (step = time
-        step, e.g. `grad_norm_by_step`), state tags, then the run status."""
+        """After the epochs queued before it: any epoch of `history` the run does not hold yet
+        (step = epoch), final figures, per-time-step profiles (step = time step, e.g.
+        `grad_norm_by_step`), state tags, then the run status. Returns once all is sent."""
         if run_id is None:
             return
-        metrics = _run_metrics(history, summary, profiles)
+        rows = [dict(row) for row in history]
+        self.sender.submit(
+            lambda: self._send_finish(run_id, state, rows, summary, reason, profiles)
+        )
+        self.sender.flush()
+
+    def _send_epoch(self, run_id: str, row: Mapping[str, float]) -> None:
+        if run_id in self._behind:  # after one failure, the rest wait for the trial's end
+            return
+        if self._attempt(self.client.log_batch, run_id, metrics=_run_metrics([row], {})):
+            self._sent.setdefault(run_id, set()).add(int(row["epoch"]))
+        else:
+            self._behind.add(run_id)
+
+    def _send_finish(
+        self,
+        run_id: str,
+        state: str,
+        history: list[dict[str, float]],
+        summary: Mapping[str, float],
+        reason: str | None,
+        profiles: Mapping[str, Sequence[float]] | None,
+    ) -> None:
+        sent = self._sent.pop(run_id, set())
+        self._behind.discard(run_id)
+        unsent = [row for row in history if int(row["epoch"]) not in sent]
+        metrics = _run_metrics(unsent, summary, profiles)
         tags = [RunTag("optuna.state", state)]
         if reason:
             tags.append(RunTag("fail_reason", redact(reason)[:4000]))
@@ -294,15 +340,62 @@ class Tracker:
         self.client.set_terminated(run_id, status)
 
     def _safely(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """`fn(...)`, or None with a warning if it failed: tracking must never fail a trial."""
         try:
             return fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - tracking must never fail a trial
-            log.warning(
-                "MLflow call %s failed (%s); the Optuna study keeps the trial",
-                fn.__name__,
-                redact(str(e)),
-            )
+        except Exception as e:  # noqa: BLE001 - any failure of the tracking store
+            _warn(fn, e)
             return None
+
+    def _attempt(self, fn: Any, *args: Any, **kwargs: Any) -> bool:
+        """Whether `fn(...)` succeeded (for calls that return nothing); warns if not."""
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any failure of the tracking store
+            _warn(fn, e)
+            return False
+        return True
+
+
+def _warn(fn: Any, error: Exception) -> None:
+    log.warning(
+        "MLflow call %s failed (%s); the Optuna study keeps the trial",
+        getattr(fn, "__name__", "?"),
+        redact(str(error)),
+    )
+
+
+class _Sender:
+    """A worker's one thread for the MLflow writes of its trials: the caller queues a write and
+    goes on; writes run one at a time in the order they were queued (a run's status after its
+    metrics). Started on first use; a daemon, as every queued write is flushed at a trial's end."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.busy_s = 0.0  # CPU time the thread spent writing (benchmarks/bench_overhead.py)
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="mlflow-sender", daemon=True)
+            self._thread.start()
+        self._jobs.put(job)
+
+    def flush(self) -> None:
+        """Wait until every queued write is done."""
+        self._jobs.join()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            started = time.thread_time()
+            try:
+                job()
+            except Exception:  # noqa: BLE001 - a bug in a job must not stop the later writes
+                log.exception("MLflow write failed")
+            finally:
+                self.busy_s += time.thread_time() - started
+                self._jobs.task_done()
 
 
 def _start_error(tracking_uri: str, e: Exception) -> str:

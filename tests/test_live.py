@@ -1,0 +1,149 @@
+"""Live curves: each epoch's metrics reach MLflow as the epoch ends, read here from another
+process (this test) while the worker is still training; a killed worker's run keeps them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from tests.conftest import ROOT, tiny_study, write_study
+from tests.conftest_tmp import wait_for_training
+from tuner.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+# Trials of many epochs (no early stopping): the test reads the curve while the trial trains.
+# The pruner never prunes (its warm-up outlasts the trial) but has Optuna keep every epoch's
+# value, which MLflow's curve must match.
+LONG = {
+    "task": {"source": "adding", "seq_len": 20, "n_train": 600, "n_val": 64, "n_test": 64},
+    "pruner": {"name": "median", "options": {"n_warmup_steps": 1000}},
+    "budget": {"n_trials": 1, "max_epochs": 60},
+}
+
+
+def start(workdir: Path, study_file: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner", "run", str(study_file)],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def trials(workdir: Path) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/rnn_tuner.db")
+    return study.trials
+
+
+def trial_of(workdir: Path) -> optuna.trial.FrozenTrial:
+    return trials(workdir)[0]
+
+
+def curve(workdir: Path, key: str = "val_mse") -> tuple[MlflowClient, str | None, list]:
+    """The first trial run's id and the points of one of its metrics, in MLflow's order."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    exp = client.get_experiment_by_name("tiny")
+    if exp is None:
+        return client, None, []
+    found = client.search_runs([exp.experiment_id], "tags.`rnn_tuner.trial` = '0'")
+    if not found:
+        return client, None, []
+    run_id = found[0].info.run_id
+    return client, run_id, client.get_metric_history(run_id, key)
+
+
+def wait_for_epochs(workdir: Path, proc: subprocess.Popen, n: int, timeout: float = 120) -> list:
+    """Poll MLflow until the trial's run holds `n` epochs of val_mse; the worker must be alive.
+    MLflow is opened once the trial trains, after the worker has created MLflow's tables."""
+    wait_for_training(f"sqlite:///{workdir}/rnn_tuner.db", "tiny", proc, proc.stdout.read)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        points = curve(workdir)[2]
+        if len(points) >= n:
+            return points
+        time.sleep(0.2)
+    raise AssertionError(f"the run never showed {n} epochs")
+
+
+def stale_for(db: Path, seconds: int, timeout: float = 60) -> None:
+    """Until the database's clock says the trial's last heartbeat is `seconds` old."""
+    engine = sa.create_engine(f"sqlite:///{db}")
+    query = sa.text(
+        "SELECT count(*) FROM trial_heartbeats "
+        f"WHERE heartbeat < datetime('now', '-{seconds} seconds')"
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                if conn.execute(query).scalar():
+                    return
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+    raise AssertionError("the trial's heartbeat never went stale")
+
+
+def test_each_epoch_reaches_mlflow_while_the_trial_is_still_running(workdir: Path):
+    proc = start(workdir, write_study(workdir / "s.yaml", tiny_study(**LONG)))
+    try:
+        seen = wait_for_epochs(workdir, proc, 3)
+        assert trial_of(workdir).state.name == "RUNNING"
+    finally:
+        proc.send_signal(2)  # SIGINT: the trial ends FAIL, its run is closed
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+
+    trial = trial_of(workdir)
+    client, run_id, points = curve(workdir)
+    steps = [p.step for p in points]
+    # one point per epoch, in order, each the value Optuna was told for that epoch
+    assert steps == list(range(len(trial.intermediate_values))), steps
+    assert {p.step: p.value for p in points} == pytest.approx(trial.intermediate_values)
+    assert [p.step for p in seen] == steps[: len(seen)]
+    assert sorted(points, key=lambda p: p.timestamp) == points
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.metrics["epochs"] == len(points)
+    assert run.info.end_time >= max(p.timestamp for p in points)
+
+
+def test_a_killed_worker_s_run_keeps_every_epoch_it_finished(workdir: Path):
+    beating = {"name": "tiny", "heartbeat_interval": 1, "grace_period": 2}
+    study = tiny_study(**LONG, study=beating)
+    study_file = write_study(workdir / "s.yaml", study)
+    proc = start(workdir, study_file)
+    seen = wait_for_epochs(workdir, proc, 3)
+    proc.kill()
+    proc.wait()
+    killed = trial_of(workdir)
+    assert killed.state.name == "RUNNING"  # as the worker left it: nobody has noticed yet
+    _, _, points = curve(workdir)
+    # every epoch Optuna heard of is in MLflow, but for at most the one in flight at the kill
+    assert len(points) >= max(len(seen), len(killed.intermediate_values) - 1)
+
+    # A later run notices the dead worker's trial once its heartbeat is older than the grace
+    # period, and closes its run; the epochs stay.
+    stale_for(workdir / "rnn_tuner.db", seconds=3)
+    resumed = tiny_study(**{**LONG, "budget": {"n_trials": 1, "max_epochs": 1}}, study=beating)
+    result = CliRunner().invoke(main, ["run", str(write_study(workdir / "s.yaml", resumed))])
+    assert result.exit_code == 0, result.output
+    assert [t.state.name for t in trials(workdir)] == ["FAIL", "COMPLETE"]
+    client, run_id, after = curve(workdir)
+    assert [(p.step, p.value) for p in after][: len(points)] == [(p.step, p.value) for p in points]
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["fail_reason"].startswith("worker lost")
