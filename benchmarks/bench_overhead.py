@@ -10,6 +10,10 @@
 
 Rounds interleave a b a b; the figure is the median of the paired ratios b/a of time per epoch.
 
+A last row prices the live curves on a quickstart trial: the same trial with each epoch sent to
+MLflow as it ends (the default) against sending every epoch at the trial's end (as before live
+curves), and the sender thread's CPU time as a share of the epoch time.
+
     python -m benchmarks --only overhead
 """
 
@@ -189,8 +193,18 @@ def bare_loop(s: Settings, task) -> float:  # noqa: ANN001
 # ---------------------------------------------------------------- (b) one rnn-tuner trial
 
 
-def tuner_trial(s: Settings, data_cfg, workdir: Path, round_: int) -> float:  # noqa: ANN001
-    """Seconds per epoch of one trial run by the tuner's own objective, recorded everywhere."""
+def tuner_trial(
+    s: Settings,
+    data_cfg,  # noqa: ANN001
+    workdir: Path,
+    round_: int,
+    live: bool = True,
+    stats: dict | None = None,
+) -> float:
+    """Seconds per epoch of one trial run by the tuner's own objective, recorded everywhere.
+
+    `live=False` sends the epochs with the trial's end instead of as each ends; `stats` receives
+    the MLflow sender thread's CPU seconds (`sender_cpu_s`)."""
     import optuna
 
     from tuner.config import parse_study
@@ -211,6 +225,8 @@ def tuner_trial(s: Settings, data_cfg, workdir: Path, round_: int) -> float:  # 
         }
     )
     tracker = Tracker(f"sqlite:///{workdir}/mlflow.db", "overhead")
+    if not live:
+        tracker.log_epoch = lambda run_id, row: None  # type: ignore[method-assign]
     parent = tracker.create_parent(cfg.study.name, {})
     study = optuna.create_study(
         storage=f"sqlite:///{workdir}/optuna.db",
@@ -223,7 +239,36 @@ def tuner_trial(s: Settings, data_cfg, workdir: Path, round_: int) -> float:  # 
         study.optimize(objective, n_trials=1)
         elapsed = time.perf_counter() - started
     assert study.trials[-1].state.name == "COMPLETE"
+    if stats is not None:
+        stats["sender_cpu_s"] = tracker.sender.busy_s
     return elapsed / len(study.trials[-1].intermediate_values)
+
+
+def live_curves(workdir: Path, quick: bool) -> dict:
+    """A quickstart trial (studies/quickstart.yaml's task, a mid-range configuration) with its
+    epochs sent live against sent at its end: paired rounds, median ratio of time per epoch."""
+    data = AddingData(seq_len=30, n_train=2000, n_val=500, n_test=500)
+    s = Settings(cell="lstm", hidden_size=32, batch_size=64, lr=1e-2, clip_norm=1.0)
+    s = replace(s, patience=None, max_epochs=4 if quick else 8)
+    ratios, live, deferred, shares = [], [], [], []
+    for r in range(5 if quick else 9):
+        stats: dict = {}
+        b = tuner_trial(s, data, workdir, 1000 + 2 * r, live=True, stats=stats)
+        a = tuner_trial(s, data, workdir, 1001 + 2 * r, live=False)
+        live.append(b)
+        deferred.append(a)
+        ratios.append(b / a)
+        shares.append(stats["sender_cpu_s"] / (b * s.max_epochs))
+    ratio = statistics.median(ratios)
+    return row(
+        "live curves: quickstart trial, epochs sent as they end vs at its end",
+        ratio,
+        "<= 1.01",
+        ratio <= 1.01,
+        live_s_per_epoch=statistics.median(live),
+        at_end_s_per_epoch=statistics.median(deferred),
+        sender_cpu_share_of_epoch=statistics.median(shares),
+    )
 
 
 def run(quick: bool) -> list[dict]:
@@ -268,6 +313,8 @@ def run(quick: bool) -> list[dict]:
                 )
             )
             print(rows[-1], flush=True)
+        rows.append(live_curves(workdir, quick))
+        print(rows[-1], flush=True)
     return rows
 
 

@@ -171,6 +171,7 @@ class _Commands(click.Group):
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rnn-tuner", prog_name="rnn-tuner")
 def main() -> None:
     """Tune RNN, LSTM and GRU networks with Optuna; every trial recorded in MLflow.
 
