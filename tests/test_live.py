@@ -15,8 +15,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, tiny_study, write_study
-from tests.conftest_tmp import wait_for_training
+from tests.conftest import ROOT, tiny_study, wait_for_training, write_study
 from tuner.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -64,13 +63,19 @@ def curve(workdir: Path, key: str = "val_mse") -> tuple[MlflowClient, str | None
     return client, run_id, client.get_metric_history(run_id, key)
 
 
-def wait_for_epochs(workdir: Path, proc: subprocess.Popen, n: int, timeout: float = 120) -> list:
+def ended(proc: subprocess.Popen) -> str:
+    """The worker's output, once it is stopped (reading a live worker's pipe would block)."""
+    proc.kill()
+    return proc.communicate()[0]
+
+
+def wait_for_epochs(workdir: Path, proc: subprocess.Popen, n: int, timeout: float = 600) -> list:
     """Poll MLflow until the trial's run holds `n` epochs of val_mse; the worker must be alive.
     MLflow is opened once the trial trains, after the worker has created MLflow's tables."""
-    wait_for_training(f"sqlite:///{workdir}/rnn_tuner.db", "tiny", proc, proc.stdout.read)
+    wait_for_training(f"sqlite:///{workdir}/rnn_tuner.db", "tiny", proc, lambda: ended(proc), 600)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
+        assert proc.poll() is None, ended(proc)
         points = curve(workdir)[2]
         if len(points) >= n:
             return points
@@ -97,6 +102,7 @@ def stale_for(db: Path, seconds: int, timeout: float = 60) -> None:
     raise AssertionError("the trial's heartbeat never went stale")
 
 
+@pytest.mark.slow
 def test_each_epoch_reaches_mlflow_while_the_trial_is_still_running(workdir: Path):
     proc = start(workdir, write_study(workdir / "s.yaml", tiny_study(**LONG)))
     try:
@@ -121,6 +127,7 @@ def test_each_epoch_reaches_mlflow_while_the_trial_is_still_running(workdir: Pat
     assert run.info.end_time >= max(p.timestamp for p in points)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_s_run_keeps_every_epoch_it_finished(workdir: Path):
     beating = {"name": "tiny", "heartbeat_interval": 1, "grace_period": 2}
     study = tiny_study(**LONG, study=beating)
