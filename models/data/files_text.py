@@ -45,19 +45,7 @@ def load_text(cfg: TextData, with_test: bool = True) -> TaskData:
     if cfg.level not in ("char", "word"):
         raise DataError(f"task.level must be 'char' or 'word', got {cfg.level!r}")
     files = named_files(cfg)
-    if "path" in files:
-        tokens = _tokens(cfg.path, cfg.level)
-        sizes = split_sizes(len(tokens), cfg.val_fraction, cfg.test_fraction, cfg.path, "tokens")
-        parts: list[list[str] | None] = _consecutive(tokens, sizes)
-    else:
-        tokens = _tokens(files["train"], cfg.level)
-        if "val" in files:
-            parts = [tokens, _tokens(files["val"], cfg.level)]
-        else:
-            sizes = (*carve_sizes(len(tokens), cfg.val_fraction, files["train"], "tokens"), 0)
-            parts = _consecutive(tokens, sizes)[:2]
-        read_test = with_test and "test" in files
-        parts.append(_tokens(files["test"], cfg.level) if read_test else None)
+    parts = _token_parts(cfg, files, with_test)
     for split, part in zip(SPLIT_KEYS, parts, strict=True):
         if part is not None and len(part) < cfg.seq_len + 1:
             raise DataError(
@@ -74,6 +62,25 @@ def load_text(cfg: TextData, with_test: bool = True) -> TaskData:
         level=cfg.level, vocab=tuple(vocab),
     )  # fmt: skip
     return TaskData(info, *streams)  # type: ignore[arg-type]
+
+
+def _token_parts(cfg: TextData, files: dict[str, str], with_test: bool) -> list[list[str] | None]:
+    """The train, val and test token lists: cut from one file, or read from pre-split files
+    (val carved from the end of the training file if none is given; test None if not read)."""
+    if "path" in files:
+        tokens = _tokens(cfg.path, cfg.level)
+        sizes = split_sizes(len(tokens), cfg.val_fraction, cfg.test_fraction, cfg.path, "tokens")
+        return _consecutive(tokens, sizes)
+    tokens = _tokens(files["train"], cfg.level)
+    parts: list[list[str] | None]
+    if "val" in files:
+        parts = [tokens, _tokens(files["val"], cfg.level)]
+    else:
+        sizes = (*carve_sizes(len(tokens), cfg.val_fraction, files["train"], "tokens"), 0)
+        parts = _consecutive(tokens, sizes)[:2]
+    read_test = with_test and "test" in files
+    parts.append(_tokens(files["test"], cfg.level) if read_test else None)
+    return parts
 
 
 def _tokens(path: str, level: str) -> list[str]:
