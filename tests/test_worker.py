@@ -89,14 +89,17 @@ class CutConnection:
         cut = self.left and statement.lstrip().upper().startswith(self.prefix)
         if cut and conn.engine.url.database == self.database:
             self.left, self.cuts = self.left - 1, self.cuts + 1
-            raise sa.exc.OperationalError(statement, parameters, Exception("connection lost"))
+            lost = Exception("connection lost")
+            raise sa.exc.OperationalError(statement, parameters, lost, connection_invalidated=True)
 
 
 # Optuna's stale-trial check before each ask (`now()` on PostgreSQL, on SQLite its spelling);
 # trial creation itself Optuna retries five times before the worker sees an error.
 STALE_CHECK = ("SELECT NOW()", "SELECT CURRENT_TIMESTAMP")
 TELL_VALUE = ("INSERT INTO TRIAL_VALUES ",)
-SCHEMA_CHECK = ("SELECT VERSION_INFO.",)  # Optuna's check of an existing database's schema
+# At a worker's start: Optuna looks for its tables (SQLite, PostgreSQL), then checks their version.
+TABLE_CHECK = ("PRAGMA MAIN.TABLE_INFO(", "SELECT PG_CATALOG.PG_CLASS.RELNAME")
+SCHEMA_CHECK = ("SELECT VERSION_INFO.",)
 
 
 @pytest.fixture
@@ -152,12 +155,13 @@ def test_a_trial_whose_result_the_database_lost_is_told_again_not_trained_again(
     assert [r.info.status for r in trial_runs(workdir)] == ["FINISHED"] * 3
 
 
+@pytest.mark.parametrize("cut_at", [TABLE_CHECK, SCHEMA_CHECK], ids=["tables", "schema"])
 def test_a_worker_starting_while_the_database_drops_connections_waits_for_it(
-    workdir: Path, storage: str, cut_connection
+    workdir: Path, storage: str, cut_connection, cut_at: tuple[str, ...]
 ):
     study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
     run(study_file, storage, "--max-trials", "1")  # the tables exist: a start checks them
-    cut = cut_connection(SCHEMA_CHECK, times=1)
+    cut = cut_connection(cut_at, times=1)
     run(study_file, storage, "--max-trials", "2")
     assert cut.cuts == 1
     assert [t.state.name for t in trials(storage)] == ["COMPLETE"] * 2

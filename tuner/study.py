@@ -100,25 +100,27 @@ def make_storage(
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=stale_trial_callback,
             )
-        except _PASSING_AT_OPEN as e:
-            if attempt == _SCHEMA_RACE_RETRIES - 1:
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy and driver errors vary by backend
+            if not _passing_at_open(e) or attempt == _SCHEMA_RACE_RETRIES - 1:
                 raise _open_error(url, e) from e
             time.sleep(1.0)
-        except Exception as e:  # noqa: BLE001 - SQLAlchemy and driver errors vary by backend
-            raise _open_error(url, e) from e
     raise AssertionError("unreachable")
 
 
 _SCHEMA_RACE_RETRIES = 5
-# Workers that start together on an empty database (a Slurm array, an Indexed Job) all create
-# Optuna's tables; the losers hit a duplicate (Integrity/ProgrammingError): the tables exist next
-# time. A connection dropped mid-check (StorageInternalError: a database restart) is back next
-# time too. A server that refuses connections is not retried: that error comes within seconds.
-_PASSING_AT_OPEN = (
-    sa.exc.IntegrityError,
-    sa.exc.ProgrammingError,
-    optuna.exceptions.StorageInternalError,
-)
+
+
+def _passing_at_open(e: Exception) -> bool:
+    """Workers that start together on an empty database (a Slurm array, an Indexed Job) all
+    create Optuna's tables; the losers hit a duplicate: the tables exist next time. A connection
+    dropped while in use (a database restart; Optuna wraps it as StorageInternalError) is back
+    next time too. A server that refuses connections is not retried: that error comes at once."""
+    passing = (
+        sa.exc.IntegrityError,
+        sa.exc.ProgrammingError,
+        optuna.exceptions.StorageInternalError,
+    )
+    return isinstance(e, passing) or getattr(e, "connection_invalidated", False)
 
 
 def _open_error(url: str, e: Exception) -> StorageError:
