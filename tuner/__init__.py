@@ -1,4 +1,7 @@
-"""rnn-tuner's tuning service: study files, Optuna studies, MLflow records. See tuner/cli.py.
+"""rnn-tuner's tuning service: study files, Optuna studies, MLflow records.
+
+From Python (docs/python.md): `tuner.run`, `tuner.load`, `tuner.results`, `tuner.best_model`
+(tuner/api.py). From the shell: `rnn-tuner` (tuner/cli.py).
 
 A newcomer's path, from `rnn-tuner run studies/x.yaml` to the MLflow run of one trial:
   cli.run: config.load_study_file -> StudyConfig; a request.RunRequest; cli._run_one (or
@@ -7,8 +10,29 @@ A newcomer's path, from `rnn-tuner run studies/x.yaml` to the MLflow run of one 
     and pruner from plugins); worker._attach_parent (the study's MLflow parent run).
   worker.run_trials, the loop: budget.Slots.claim, then study.optimize(n_trials=1): Optuna asks
     for a trial, calls objective.Objective (through worker.LastTrial, which keeps the outcome
-    until it is recorded), tells the result and calls worker.RecordTrial.
+    until it is recorded), tells the result and calls keep.KeepBest (the
+    network kept if the study ranks the trial among its best) and worker.RecordTrial.
   objective.Objective.__call__: space.suggest; Tracker.start_trial opens the trial's child run;
     models.train fits with PruningCallback; Tracker.finish_trial logs epochs, closes the run.
   The last worker out: end_of_study.finish_if_last -> plots.write_report, Tracker.close_parent.
 """
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tuner.api import best_model, load, results, run
+
+_API = ("run", "load", "results", "best_model")
+
+
+def __getattr__(name: str) -> Any:
+    # on first use: `rnn-tuner --help` imports this package and stays fast
+    if name in _API:
+        value = getattr(import_module("tuner.api"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["best_model", "load", "results", "run"]

@@ -1,4 +1,5 @@
-"""The `rnn-tuner` command (also `python -m tuner`): validate, run, status, best, report, retrain.
+"""The `rnn-tuner` command (also `python -m tuner`): validate, run, status, best, report, retrain,
+export.
 
 The only module that reads argv and the environment. Heavy libraries (torch, Lightning, Optuna,
 MLflow) are imported inside the commands that need them, so `--help` stays fast.
@@ -525,6 +526,67 @@ def retrain(
         _fail(str(e), BAD_INPUT)
     except _results_errors() as e:
         _fail(str(e), exit_code(e))
+
+
+@main.command()
+@click.argument("study")
+@click.option("--trial", type=click.IntRange(min=0), help="Its kept model; default: the best's.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "torchscript"]),
+    required=True,
+    help="ONNX (runs in onnxruntime) or TorchScript (torch.jit.load, no Python code needed).",
+)
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option(
+    "--model-uri",
+    metavar="URI",
+    help="Another model of the study's network, e.g. models:/rnn-tuner-STUDY/1 (retrain's).",
+)
+@_storage_option
+@_tracking_option
+@click.option(
+    "--study-file",
+    type=click.Path(path_type=Path),
+    help="The study's file (task and data). Default: the copy logged in the parent run.",
+)
+def export(
+    study: str,
+    trial: int | None,
+    fmt: str,
+    output: Path,
+    model_uri: str | None,
+    storage: str | None,
+    tracking_uri: str | None,
+    study_file: Path | None,
+) -> None:
+    """Write the study's kept model (its best trial's, or --trial N's) as ONNX or TorchScript,
+    checked against the PyTorch model on the study's validation data."""
+    _quiet_libraries()
+    from models.errors import DataError
+    from models.export import NotExportable
+    from tuner.config import StudyFileError
+    from tuner.export import export_model
+    from tuner.keep import NoKeptModel
+    from tuner.retrain import study_config
+
+    try:
+        cfg = _load(study_file) if study_file is not None else None
+        found, tracker, parent_id = _study_and_parent(
+            _storage(storage, cfg and cfg.study.storage),
+            study,
+            _tracking_uri(tracking_uri, cfg and cfg.tracking.uri),
+        )
+        cfg = cfg or study_config(tracker, parent_id, None)
+        exported = export_model(found, cfg, tracker, parent_id, fmt, output, trial, model_uri)
+        click.echo(exported.text())
+    except (NotExportable, NoKeptModel, StudyFileError, DataError) as e:
+        _fail(str(e), code=2)
+    except ImportError as e:  # onnxruntime: an optional extra
+        _fail(f"{e}; install the export extra: pip install 'rnn-tuner[export]'", code=2)
+    except _results_errors() as e:
+        _fail(str(e))
 
 
 @main.command()

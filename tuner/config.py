@@ -313,6 +313,12 @@ class Tracking(_Strict):
         description="MLflow tracking URI; `--tracking-uri` and `MLFLOW_TRACKING_URI` override "
         "it; null: `sqlite:///mlflow.db`.",
     )
+    keep_best: int = Field(
+        default=1,
+        ge=0,
+        description="A trial that ranks among the study's best k (by the primary objective) "
+        "when it ends logs its best epoch's network to its MLflow run as a model; 0: keep none.",
+    )
 
 
 class StudyConfig(_Strict):

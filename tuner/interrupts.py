@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,13 +23,17 @@ class Interrupts:
     MLflow is writing lets the write finish, then the loop stops.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, install: bool = True) -> None:
+        """`install=False` (tuner.api, a notebook): no handler at all; Python's own SIGINT
+        handler raises KeyboardInterrupt, which fails the running trial just the same. Only the
+        main thread can install handlers, so other threads never do."""
         self.requested: str | None = None
         self._armed = False
         self._previous: dict[int, Any] = {}
+        self.install = install and threading.current_thread() is threading.main_thread()
 
     def __enter__(self) -> Interrupts:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM) if self.install else ():
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 

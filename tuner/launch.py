@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 from tuner.request import RunRequest
@@ -31,15 +32,27 @@ def run_workers(req: RunRequest, n_workers: int) -> int:
             if p.is_alive() and p.pid is not None:
                 os.kill(p.pid, signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _join(procs, forward, req.handle_signals)
+    codes = [p.exitcode or 0 for p in procs]
+    return max(codes, key=lambda c: (c == 130, c != 0, c))
+
+
+def _join(procs: list[Any], forward: Any, handle_signals: bool) -> None:
+    """Wait for the workers. The command passes SIGINT/SIGTERM on as they come; from tuner.api
+    (no handlers: a notebook), a KeyboardInterrupt here is passed on as SIGINT."""
+    installed = handle_signals and threading.current_thread() is threading.main_thread()
+    sigs = (signal.SIGINT, signal.SIGTERM) if installed else ()
+    previous = {sig: signal.signal(sig, forward) for sig in sigs}
     try:
         for p in procs:
-            p.join()
+            try:
+                p.join()
+            except KeyboardInterrupt:
+                forward(signal.SIGINT, None)
+                p.join()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    codes = [p.exitcode or 0 for p in procs]
-    return max(codes, key=lambda c: (c == 130, c != 0, c))
 
 
 def _worker(req: RunRequest, index: int, n_workers: int, shared: Any) -> None:
@@ -53,6 +66,7 @@ def _worker(req: RunRequest, index: int, n_workers: int, shared: Any) -> None:
     # Its GPU, where there are GPUs, and its tag; under a cluster's index k (a Slurm array task
     # or Indexed Job pod running --workers N), k*N + index, unique across the study's workers.
     base = req.worker_index
+    req.handle_signals = True  # the main thread of a process of its own, never a notebook's
     req.worker_index = index if base is None else base * n_workers + index
     try:
         summary = run_worker(req, shared)

@@ -8,12 +8,14 @@ is closed with the trial's state and reason.
 from __future__ import annotations
 
 import functools
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 import optuna
+import pytorch_lightning as pl
 
 from models import EpochCallback, TaskData, TrainResult, train
 from models.config import Settings
@@ -22,6 +24,8 @@ from models.data.folds import cv_folds
 from tuner.config import Objective as ObjectiveSpec
 from tuner.config import StudyConfig
 from tuner.crossval import CrossValidation
+from tuner.interrupts import TrialInterrupted
+from tuner.keep import BestWeights, KeepBest
 from tuner.space import suggest
 from tuner.study import first_prunable_epoch
 from tuner.threads import Threads
@@ -67,6 +71,28 @@ class PruningCallback(EpochCallback):
             raise optuna.TrialPruned(
                 f"pruned at epoch {epoch} ({self.monitor}={row[self.monitor]:.5g})"
             )
+
+
+class KeyboardInterruptGuard(pl.Callback):
+    """Where no signal handler is installed (tuner.api, a notebook), Ctrl-C is a KeyboardInterrupt,
+    which Lightning's fit meets by ignoring SIGINT for good and calling sys.exit(1): in a Jupyter
+    kernel that would end every later interrupt. Lightning tells its callbacks first; this one
+    puts the SIGINT handler back, stops the worker and fails the trial as a signal would."""
+
+    def __init__(self, interrupts: Any) -> None:
+        self.interrupts = interrupts
+        self.handler: Any = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.handler = signal.getsignal(signal.SIGINT)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
+        if not isinstance(exception, KeyboardInterrupt):
+            return
+        if self.handler is not None:  # a KeyboardInterrupt arrives in the main thread only
+            signal.signal(signal.SIGINT, self.handler)
+        self.interrupts.requested = "SIGINT"
+        raise TrialInterrupted("interrupted by KeyboardInterrupt") from exception
 
 
 class EpochRecorder(EpochCallback):
@@ -181,10 +207,11 @@ class Objective:
         interrupts: Any,
         worker_index: int | None = None,
         threads: Threads | None = None,
+        keeper: KeepBest | None = None,
     ) -> None:
         self.cfg, self.tracker, self.parent_id = cfg, tracker, parent_id
         self.threads = threads or Threads()
-        self.interrupts = interrupts
+        self.interrupts, self.keeper = interrupts, keeper
         self.trainer_kwargs = _device(worker_index)
         self.metrics = [o.metric for o in cfg.objectives]
         self.monitor = cfg.primary_metric
@@ -251,15 +278,33 @@ class Objective:
             return [_best(result, objective) for objective in self.cfg.objectives]
 
         def fit(data: TaskData, callbacks: list[EpochCallback]) -> TrainResult:
-            callbacks = [TrialThreads(trial, self.threads), record.recorder(), *callbacks]
+            guard = KeyboardInterruptGuard(self.interrupts)
+            callbacks = [TrialThreads(trial, self.threads), record.recorder(), guard, *callbacks]
             return train(
                 settings, data, monitor=self.monitor, callbacks=callbacks,
                 trainer_kwargs=self.trainer_kwargs,
             )  # fmt: skip
 
-        if record.cv is not None:
+        if record.cv is not None:  # one network per fold: none is kept
             return record.cv.run(trial, lambda data, _: fit(data, []), best, self.prunes)
-        return best(fit(task_data(self.cfg.task), self._pruning(trial)))
+        weights = self._best_weights()
+        result = fit(task_data(self.cfg.task), [*self._pruning(trial), weights])
+        values = best(result)
+        self._completed(trial, result, weights)
+        return values
+
+    def _best_weights(self) -> BestWeights:
+        """Finds the best epoch; copies its weights only when the network may be kept."""
+        keeps = self.keeper is not None and self.keeper.wanted
+        return BestWeights(self.cfg.objectives[self.cfg.primary_index], copy=keeps)
+
+    def _completed(self, trial: optuna.Trial, result: TrainResult, weights: BestWeights) -> None:
+        """Record the best epoch; offer its network to be kept (tuner.keep)."""
+        if weights.epoch is not None:
+            trial.set_user_attr("best_epoch", weights.epoch)
+        if self.keeper is not None:
+            run_id = trial.user_attrs.get("mlflow_run_id")
+            self.keeper.offer(trial.number, run_id, result, weights, task_data(self.cfg.task))
 
     def _cross_validation(self) -> CrossValidation | None:
         if not self.cfg.cv_folds:

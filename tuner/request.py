@@ -27,6 +27,8 @@ class RunRequest:
     progress: bool = True
     worker_index: int | None = None  # a cluster's or --workers' index: GPU, tags, output
     threads: Threads = field(default_factory=Threads)  # intra-op threads per trial
+    # False from tuner.api: no signal handlers (a notebook's Ctrl-C is a KeyboardInterrupt)
+    handle_signals: bool = True
 
 
 @dataclass

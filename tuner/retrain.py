@@ -28,16 +28,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import optuna
-import torch
 
-import models
 from models import (
-    EpochCallback,
-    SequenceModule,
     TaskData,
     TrainResult,
     evaluate,
@@ -50,6 +44,7 @@ from tuner.config import Objective as ObjectiveSpec
 from tuner.config import StudyConfig, load_study_file
 from tuner.crossval import retrain_epochs
 from tuner.errors import BadInput
+from tuner.keep import BestWeights, log_network
 from tuner.study import best_trial as study_best_trial
 from tuner.tracking import Tracker
 
@@ -154,7 +149,7 @@ def retrain(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent_id: 
             summary["train_sequences"] = len(result.trainer.train_dataloader.dataset)
             tracker.log_metrics(run_id, result.history, summary)
             tracker.log_artifacts(run_id, str(checkpoint), "checkpoint")
-            model_uri, version = _log_model(tracker, run_id, result.module, data, name)
+            model_uri, version = log_network(tracker, run_id, result.module.net, data, name)
         tracker.set_tags(run_id, {"rnn_tuner.model": f"{name}/{version}"})
         tracker.end_run(run_id)
     except BaseException:
@@ -207,55 +202,3 @@ def _fit(
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     result.trainer.save_checkpoint(checkpoint_dir / "model.ckpt", weights_only=False)
     return result
-
-
-def _log_model(
-    tracker: Tracker, run_id: str, module: SequenceModule, data: TaskData, name: str
-) -> tuple[str, str]:
-    """The plain network as an MLflow model with an input example, registered as `name`;
-    returns its URI and version."""
-    net = module.net.cpu().eval()
-    example = _input_example(data)
-    with torch.no_grad():
-        output = net(torch.as_tensor(example)).numpy()
-    return tracker.log_model(
-        run_id,
-        net,
-        example,
-        output,
-        name,
-        code_paths=[str(Path(models.__file__).parent)],  # loads without this project
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-    )
-
-
-class BestWeights(EpochCallback):
-    """Keeps (in memory) the weights of the best validation epoch so far: the study valued a
-    trial by its best epoch (the objective's value, with its tie-break), so that is the model
-    to test."""
-
-    def __init__(self, objective: ObjectiveSpec) -> None:
-        self.objective, self.mode = objective, objective.resolved_direction
-        self.best = math.nan
-        self.state: dict[str, torch.Tensor] | None = None
-
-    def on_epoch(self, result: TrainResult) -> None:
-        row = result.history[-1]
-        if not math.isfinite(row.get(self.objective.metric, math.nan)):
-            return
-        value = self.objective.score(row)
-        if self.state is None or (
-            value > self.best if self.mode == "maximize" else value < self.best
-        ):
-            self.best = value
-            state = result.module.state_dict()
-            self.state = {k: v.detach().clone() for k, v in state.items()}
-
-
-def _input_example(data: TaskData) -> Any:
-    """Two test sequences as the model takes them: (2, T, F) floats or (2, T) token ids; a
-    language model's one window (1, L) of the test stream. Validation data if there is no test."""
-    test = (data.test or data.val).inputs
-    if data.info.task == "language_model":
-        return test[: data.info.max_len][None].numpy()  # (1, L)
-    return np.ascontiguousarray(test[:2].numpy())

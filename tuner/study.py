@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -142,6 +143,9 @@ def open_study(cfg: StudyConfig, storage: RDBStorage, name: str) -> tuple[optuna
             pruner=pruner,
             directions=cfg.directions,
         )
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still there
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in cfg.objectives])  # tuner.results' columns
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         # A joining or resuming worker must not replay the creator's seeded random draws.

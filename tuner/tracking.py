@@ -307,15 +307,15 @@ class Tracker:
         model: Any,
         input_example: Any,
         output_example: Any,
-        registered_name: str,
+        registered_name: str | None,
         *,
         code_paths: Sequence[str] = (),
         pip_requirements: Sequence[str] = (),
     ) -> tuple[str, str]:
         """Log a torch module as the run's model (pickled, with a signature and an input
-        example) and register it as a new version of `registered_name`.
+        example) and register it as a new version of `registered_name` (None: not registered).
 
-        Returns (model URI, registered version)."""
+        Returns (model URI, registered version or "")."""
         import mlflow
         import mlflow.pytorch
         from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # mlflow is pinned
@@ -334,10 +334,29 @@ class Tracker:
                 code_paths=list(code_paths),
                 pip_requirements=list(pip_requirements),  # explicit: inferring them costs ~10 s
             )
-        return info.model_uri, str(info.registered_model_version)
+        version = "" if registered_name is None else str(info.registered_model_version)
+        return info.model_uri, version
+
+    def load_model(self, model_uri: str) -> Any:
+        """The torch module logged at `model_uri` (`runs:/...`, `models:/...`)."""
+        import mlflow.pytorch
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        try:
+            with _use_tracking_uri(self.uri):
+                return mlflow.pytorch.load_model(model_uri, map_location="cpu")
+        except (MlflowException, OSError) as e:
+            raise TrackingError(
+                f"cannot load the model {model_uri} from {redact(self.uri)}: {e}"
+            ) from e
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
+
+    def safely(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)`, or None with a warning if it fails: for MLflow work that
+        must never fail a trial."""
+        return self._safely(fn, *args, **kwargs)
 
     def _safely(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """`fn(...)`, or None with a warning if it failed: tracking must never fail a trial."""

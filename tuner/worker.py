@@ -23,6 +23,7 @@ from tuner.budget import Claim, Slots, TrialBudget, trials_counted
 from tuner.end_of_study import finish_if_last
 from tuner.errors import BadInput
 from tuner.interrupts import Interrupts
+from tuner.keep import KeepBest
 from tuner.objective import BEFORE_TRAINING, Objective
 from tuner.progress import Progress
 from tuner.request import RunRequest, RunSummary
@@ -43,12 +44,17 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
     progress = Progress(req.n_trials, summary, req.worker_index) if req.progress else None
     guard = FailureGuard(req.study_name, req.cfg.budget.max_failures)
     record = RecordTrial(study, tracker, parent_id, req.cfg.primary_index, summary, progress, guard)
-    with Interrupts() as interrupts:
+    keeper = KeepBest(tracker, parent_id, req.cfg.primary_index, req.cfg.tracking.keep_best)
+    with Interrupts(install=req.handle_signals) as interrupts:
         objective = Objective(
-            req.cfg, tracker, parent_id, interrupts, req.worker_index, req.threads
+            req.cfg, tracker, parent_id, interrupts, req.worker_index, req.threads, keeper
         )
         stop = _stop_when(interrupts, req.timeout, guard)
-        run_trials(study, objective, slots, record, stop, req.cfg.study.heartbeat_interval)
+        wait = req.cfg.study.heartbeat_interval
+        try:  # after each trial: keep its network if it ranks, then record it
+            run_trials(study, objective, slots, _in_turn(keeper, record), stop, wait)
+        except KeyboardInterrupt:  # no handlers installed (tuner.api): Ctrl-C stops the worker
+            interrupts.requested = "SIGINT"
     summary.interrupted_by = interrupts.requested
     if progress:
         progress.close()
@@ -261,3 +267,13 @@ def _attach_parent(study: optuna.Study, created: bool, tracker: Tracker, req: Ru
     if req.study_file is not None:
         tracker.log_study_file(new_id, str(req.study_file))
     return new_id
+
+
+def _in_turn(*callbacks: Callable[[optuna.Study, FrozenTrial], None]) -> Callable[..., None]:
+    """One Optuna callback calling each of `callbacks` in turn."""
+
+    def call(study: optuna.Study, trial: FrozenTrial) -> None:
+        for callback in callbacks:
+            callback(study, trial)
+
+    return call
