@@ -573,20 +573,21 @@ def export(
 
     try:
         cfg = _load(study_file) if study_file is not None else None
+        _study_name(study, "STUDY")
         found, tracker, parent_id = _study_and_parent(
-            _storage(storage, cfg and cfg.study.storage),
+            _storage(storage, cfg and cfg.study.storage, must_exist=True)[0],
             study,
-            _tracking_uri(tracking_uri, cfg and cfg.tracking.uri),
+            _tracking_uri(tracking_uri, cfg and cfg.tracking.uri, must_exist=True)[0],
         )
         cfg = cfg or study_config(tracker, parent_id, None)
         exported = export_model(found, cfg, tracker, parent_id, fmt, output, trial, model_uri)
         click.echo(exported.text())
     except (NotExportable, NoKeptModel, StudyFileError, DataError) as e:
-        _fail(str(e), code=2)
+        _fail(str(e), BAD_INPUT)
     except ImportError as e:  # onnxruntime: an optional extra
-        _fail(f"{e}; install the export extra: pip install 'rnn-tuner[export]'", code=2)
+        _fail(f"{e}; install the export extra: pip install 'rnn-tuner[export]'", BAD_INPUT)
     except _results_errors() as e:
-        _fail(str(e))
+        _fail(str(e), exit_code(e))
 
 
 @main.command()
