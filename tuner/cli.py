@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -74,33 +75,41 @@ def _storage(
 ) -> tuple[str, str]:
     """The study database URL and its source; a URL that cannot work is an error (exit 2).
     `must_exist`: for the commands that only read, which must create no database."""
-    url, source = _first(
+    return _checked_url(
+        storage_problem,
+        must_exist,
         (cli_value, "--storage"),
         (_env(STORAGE_ENV), STORAGE_ENV),
         (file_value, "study.storage"),
         (DEFAULT_STORAGE, "the default storage"),
     )
-    remember_secrets(url)
-    problem = storage_problem(url, must_exist=must_exist)
-    if problem:
-        _fail(f"{source}: {problem}", BAD_INPUT)
-    return absolute_sqlite(url), source
 
 
 def _tracking_uri(
     cli_value: str | None, file_value: str | None, *, must_exist: bool = False
 ) -> tuple[str, str]:
-    uri, source = _first(
+    """The MLflow tracking URI and its source, checked like `_storage`."""
+    return _checked_url(
+        tracking_problem,
+        must_exist,
         (cli_value, "--tracking-uri"),
         (_env(TRACKING_ENV), TRACKING_ENV),
         (file_value, "tracking.uri"),
         (DEFAULT_TRACKING_URI, "the default tracking URI"),
     )
-    remember_secrets(uri)
-    problem = tracking_problem(uri, must_exist=must_exist)
+
+
+def _checked_url(
+    problem_of: Callable[..., str | None], must_exist: bool, *candidates: tuple[str | None, str]
+) -> tuple[str, str]:
+    """The first URL given, its secrets remembered for redaction; exit 2 naming its source if
+    `problem_of` finds it cannot work."""
+    url, source = _first(*candidates)
+    remember_secrets(url)
+    problem = problem_of(url, must_exist=must_exist)
     if problem:
         _fail(f"{source}: {problem}", BAD_INPUT)
-    return absolute_sqlite(uri), source
+    return absolute_sqlite(url), source
 
 
 def _cluster_worker_index() -> int | None:
@@ -389,6 +398,9 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message="The `srun` command is available")
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Models are pickled on purpose (docs/results.md): MLflow's warning about it, at every kept
+    # trial and every retrain, would only repeat what the docs say.
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
 
 @main.command()
@@ -502,11 +514,6 @@ def retrain(
     """Train the best trial's configuration again (seeded), test it once on the test split,
     and register it in the MLflow model registry as a new version of rnn-tuner-STUDY."""
     _quiet_libraries()
-    import logging
-
-    # The model is pickled on purpose (docs/results.md): MLflow's warning about it, once per
-    # retrain, would only repeat what the docs say.
-    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     from models.errors import DataError
     from tuner.config import StudyFileError
     from tuner.retrain import retrain as retrain_best

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from tests.conftest import tiny_study
+
 KEPT = "kept"  # the existing study's name, and the name of every case's study
 DELETE = object()  # `edit` value: remove the key
 
@@ -34,20 +36,9 @@ class Case:
 
 
 def base_study(name: str = KEPT) -> dict[str, Any]:
-    """A valid study that trains in seconds (the existing study is this one)."""
-    return {
-        "study": {"name": name},
-        "task": {"source": "adding", "seq_len": 10, "n_train": 128, "n_val": 64, "n_test": 64},
-        "fixed": {"batch_size": 32, "patience": None},
-        "search": {
-            "lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
-            "hidden_size": {"type": "int", "low": 4, "high": 16},
-            "cell": {"type": "categorical", "choices": ["rnn", "lstm", "gru"]},
-        },
-        "objective": {"metric": "val_mse"},
-        "pruner": {"name": "none"},
-        "budget": {"n_trials": 2, "max_epochs": 1},
-    }
+    """A valid study that trains in seconds (the existing study is this one): conftest's tiny
+    study with two one-epoch trials."""
+    return tiny_study(name, budget={"n_trials": 2, "max_epochs": 1})
 
 
 def edited(changes: Mapping[str, Any], study: dict[str, Any] | None = None) -> dict[str, Any]:
