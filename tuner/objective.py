@@ -244,7 +244,8 @@ class Objective:
         except optuna.TrialPruned:
             state = "PRUNED"
             raise
-        except BaseException as e:
+        except BaseException as raised:
+            e = _interrupt_behind(raised) or raised
             reason = _failed(trial, e, isinstance(e, Exception) and record.steps() == 0)
             if not isinstance(e, Exception | KeyboardInterrupt):  # an interrupt by signal
                 raise TrialFailed(reason) from e  # Optuna records an Exception as FAIL
@@ -318,6 +319,18 @@ class Objective:
             return []
         monitored = self.cfg.objectives[self.cfg.primary_index]
         return [PruningCallback(trial, monitored, first_prunable_epoch(self.cfg))]
+
+
+def _interrupt_behind(e: BaseException) -> TrialInterrupted | None:
+    """The signal's TrialInterrupted where Lightning's clean-up raised another error on top of it
+    (its teardown can fail on a loader the signal left half-started): the trial failed because of
+    the signal, and says so."""
+    seen: BaseException | None = e
+    for _ in range(8):  # a chain is short; a cycle must not loop
+        if seen is None or isinstance(seen, TrialInterrupted):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _failed(trial: optuna.Trial, e: BaseException, before_training: bool) -> str:
