@@ -200,7 +200,11 @@ BAD_TABLES = {
         lambda f: f.assign(store=f["store"].where(f.index != 0, None)),
         ["line 2, column 'store' (task.series): an empty cell"],
     ),
-    "horizon below 1": ({"horizon": 0}, None, ["task.horizon must be at least 1, got 0"]),
+    "horizon below 1": (
+        {"horizon": 0},
+        None,
+        ["task.horizon: Input should be greater than or equal to 1 (got 0)"],
+    ),
     "season longer than the window": ({"season": 7}, None, ["task.season (7)", "task.window (4)"]),
     "same time twice": (
         {},
