@@ -24,15 +24,16 @@ FILE_KEYS = ("path", "train", "val", "test")
 
 
 def shrunk(path: Path) -> dict:
-    """The study with its files made absolute, two trials of one epoch, and every searched
-    int and categorical pinned to its first value so the smoke trains small networks."""
+    """The study with its files made absolute, two trials of one epoch, every searched int
+    narrowed to its two lowest values (one value is a fixed setting, which validate asks for)
+    and every categorical pinned to one choice, so the smoke trains small networks."""
     study = yaml.safe_load(path.read_text())
     for key in FILE_KEYS:
         if key in study["task"]:
             study["task"][key] = str(ROOT / study["task"][key])
     for name, dist in study["search"].items():
         if dist["type"] == "int":
-            dist["high"] = dist["low"]
+            dist["high"] = min(dist["high"], dist["low"] + dist.get("step", 1))
         elif dist["type"] == "categorical":  # the largest batch: fewer steps per epoch
             dist["choices"] = (
                 [max(dist["choices"])] if name == "batch_size" else dist["choices"][:1]
