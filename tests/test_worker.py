@@ -100,6 +100,7 @@ TELL_VALUE = ("INSERT INTO TRIAL_VALUES ",)
 # At a worker's start: Optuna looks for its tables (SQLite, PostgreSQL), then checks their version.
 TABLE_CHECK = ("PRAGMA MAIN.TABLE_INFO(", "SELECT PG_CATALOG.PG_CLASS.RELNAME")
 SCHEMA_CHECK = ("SELECT VERSION_INFO.",)
+PARAM_WRITE = ("INSERT INTO TRIAL_PARAMS ",)  # a sampled value, written before training
 
 
 @pytest.fixture
@@ -165,6 +166,17 @@ def test_a_worker_starting_while_the_database_drops_connections_waits_for_it(
     run(study_file, storage, "--max-trials", "2")
     assert cut.cuts == 1
     assert [t.state.name for t in trials(storage)] == ["COMPLETE"] * 2
+
+
+def test_a_connection_dropped_before_training_fails_that_trial_only(
+    workdir: Path, storage: str, cut_connection
+):
+    """Not the error a study file or data set makes, which every trial would meet: the run goes on."""
+    study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
+    cut = cut_connection(PARAM_WRITE, times=1)
+    run(study_file, storage, "--max-trials", "3")
+    assert cut.cuts == 1
+    assert [t.state.name for t in trials(storage)] == ["FAIL", "COMPLETE", "COMPLETE"]
 
 
 def test_no_trial_starts_after_the_timeout(workdir: Path, storage: str):

@@ -27,7 +27,7 @@ from tuner.crossval import CrossValidation
 from tuner.interrupts import TrialInterrupted
 from tuner.keep import BestWeights, KeepBest
 from tuner.space import suggest
-from tuner.study import first_prunable_epoch
+from tuner.study import first_prunable_epoch, is_database_error
 from tuner.threads import Threads
 from tuner.tracking import Tracker
 from tuner.urls import redact
@@ -335,10 +335,11 @@ def _interrupt_behind(e: BaseException) -> TrialInterrupted | None:
 
 def _failed(trial: optuna.Trial, e: BaseException, before_training: bool) -> str:
     """Record why the trial failed, and whether before its first optimizer step (then every
-    trial would: tuner.worker.FailureGuard stops the run)."""
+    trial would: tuner.worker.FailureGuard stops the run). A dropped database connection is
+    no such error: it passes, and the next trial reconnects."""
     reason = redact(f"{type(e).__name__}: {e}")
     trial.set_user_attr("fail_reason", reason)
-    if before_training:
+    if before_training and not is_database_error(e):
         trial.set_user_attr(BEFORE_TRAINING, True)
     return reason
 

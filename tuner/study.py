@@ -201,6 +201,11 @@ _DB_RETRIES, _DB_RETRY_WAIT = 12, 5.0
 _DB_ERRORS = (sa.exc.DBAPIError, optuna.exceptions.StorageInternalError)
 
 
+def is_database_error(e: BaseException) -> bool:
+    """An error of the study database (a dropped connection, an outage): not the trial's own."""
+    return isinstance(e, _DB_ERRORS)
+
+
 def retrying(action: Callable[[], T]) -> T:
     """`action()`, retried while the study database is unreachable; a lasting outage is fatal.
 
