@@ -499,15 +499,18 @@ def report(study: str, storage: str | None, tracking_uri: str | None) -> None:
         _fail(str(e), exit_code(e))
 
 
-@main.command()
-@click.argument("study")
-@_storage_option
-@_tracking_option
-@click.option(
+_study_file_option = click.option(
     "--study-file",
     type=click.Path(path_type=Path),
     help="The study's file (task and data). Default: the copy logged in the parent run.",
 )
+
+
+@main.command()
+@click.argument("study")
+@_storage_option
+@_tracking_option
+@_study_file_option
 def retrain(
     study: str, storage: str | None, tracking_uri: str | None, study_file: Path | None
 ) -> None:
@@ -553,11 +556,7 @@ def retrain(
 )
 @_storage_option
 @_tracking_option
-@click.option(
-    "--study-file",
-    type=click.Path(path_type=Path),
-    help="The study's file (task and data). Default: the copy logged in the parent run.",
-)
+@_study_file_option
 def export(
     study: str,
     trial: int | None,
