@@ -256,6 +256,12 @@ def validate(study_file: Path) -> None:
     help="Stop when the study holds M trials, counted across every worker on every "
     "machine (default: budget.max_trials).",
 )
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Also print a line per epoch of each trial (where no live bar shows the epochs: "
+    "logs, CI, --workers).",
+)
 def run(
     study_file: Path,
     n_trials: int | None,
@@ -265,6 +271,7 @@ def run(
     tracking_uri: str | None,
     workers: int,
     max_trials: int | None,
+    verbose: bool,
 ) -> None:
     """Create or resume the study and run trials; a second run adds trials to the same study.
 
@@ -288,6 +295,7 @@ def run(
         max_trials=max_trials or cfg.budget.max_trials,
         worker_index=_cluster_worker_index(),
         threads=threads,
+        verbose=verbose,
     )
     _refuse_sqlite_for_many(req.storage, workers)
     click.echo(

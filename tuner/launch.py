@@ -67,6 +67,7 @@ def _worker(req: RunRequest, index: int, n_workers: int, shared: Any) -> None:
     # or Indexed Job pod running --workers N), k*N + index, unique across the study's workers.
     base = req.worker_index
     req.handle_signals = True  # the main thread of a process of its own, never a notebook's
+    req.bars = False  # N processes redrawing bars on one terminal garble it: a line per trial
     req.worker_index = index if base is None else base * n_workers + index
     try:
         summary = run_worker(req, shared)

@@ -26,6 +26,7 @@ from tuner.config import StudyConfig
 from tuner.crossval import CrossValidation
 from tuner.interrupts import TrialInterrupted
 from tuner.keep import BestWeights, KeepBest
+from tuner.progress import Progress
 from tuner.space import suggest
 from tuner.study import first_prunable_epoch, is_database_error
 from tuner.threads import Threads
@@ -141,11 +142,14 @@ class TrialRecord:
         self,
         cv: CrossValidation | None = None,
         live: Callable[[dict[str, float]], None] | None = None,
+        watch: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
         """`live` gets each epoch's row as it ends (the run's live curve); with folds, whose
-        curves are keyed by fold, the epochs are sent with the trial's end instead."""
+        curves are keyed by fold, the epochs are sent with the trial's end instead. `watch`
+        gets every epoch's row, of every fold (the progress display)."""
         self.cv = cv
-        self.listeners = [] if live is None or cv is not None else [live]
+        listeners = [None if cv is not None else live, watch]
+        self.listeners = [listener for listener in listeners if listener is not None]
         self.recorders: list[EpochRecorder] = []
 
     def recorder(self) -> EpochRecorder:
@@ -208,8 +212,10 @@ class Objective:
         worker_index: int | None = None,
         threads: Threads | None = None,
         keeper: KeepBest | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.cfg, self.tracker, self.parent_id = cfg, tracker, parent_id
+        self.progress = progress
         self.threads = threads or Threads()
         self.interrupts, self.keeper = interrupts, keeper
         self.trainer_kwargs = _device(worker_index)
@@ -231,9 +237,7 @@ class Objective:
         run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
         if run_id:  # lets any worker close this run if ours dies mid-trial
             trial.set_user_attr("mlflow_run_id", run_id)
-        record = TrialRecord(
-            self._cross_validation(), functools.partial(self.tracker.log_epoch, run_id)
-        )
+        record = self._record(trial, run_id)
         state, reason, best, started = "FAIL", None, [], time.perf_counter()
         try:
             with self.interrupts.armed():
@@ -261,6 +265,15 @@ class Objective:
                 run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
             history, profiles = record.history(), record.profiles()
             self.tracker.finish_trial(run_id, state, history, summary, reason, profiles)
+
+    def _record(self, trial: optuna.Trial, run_id: str | None) -> TrialRecord:
+        """The trial's record, which sends each epoch to its MLflow run and the progress."""
+        watch = None
+        if self.progress is not None:
+            self.progress.start_trial(trial.number)
+            watch = functools.partial(self.progress.epoch, trial.number)
+        live = functools.partial(self.tracker.log_epoch, run_id)
+        return TrialRecord(self._cross_validation(), live, watch)
 
     def _settings(self, trial: optuna.Trial) -> Settings:
         try:

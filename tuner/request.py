@@ -24,7 +24,9 @@ class RunRequest:
     max_trials: int | None = None  # the study's trials in all, across every worker anywhere
     timeout: float | None = None  # seconds after which no new trial starts
     study_file: Path | None = None  # logged as an artifact of a new parent run
-    progress: bool = True
+    progress: bool = True  # tuner.progress: bars on a terminal, else a line per trial
+    verbose: bool = False  # also a line per epoch of each trial
+    bars: bool = True  # False where several workers share one terminal (--workers N)
     worker_index: int | None = None  # a cluster's or --workers' index: GPU, tags, output
     threads: Threads = field(default_factory=Threads)  # intra-op threads per trial
     # False from tuner.api: no signal handlers (a notebook's Ctrl-C is a KeyboardInterrupt)

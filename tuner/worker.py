@@ -25,7 +25,7 @@ from tuner.errors import BadInput
 from tuner.interrupts import Interrupts
 from tuner.keep import KeepBest
 from tuner.objective import BEFORE_TRAINING, Objective
-from tuner.progress import Progress
+from tuner.progress import Budget, Progress
 from tuner.request import RunRequest, RunSummary
 from tuner.stale import storage_with_heartbeats
 from tuner.study import PARENT_ATTR, best_trial, open_study, retrying, wait_for_attr
@@ -41,13 +41,13 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
     study, storage, parent_id = _opened(req, tracker)
     slots = Slots(_study_budget(study, storage, req.max_trials), req.n_trials, shared_count, study)
     summary = RunSummary(req.study_name, parent_id)
-    progress = Progress(req.n_trials, summary, req.worker_index) if req.progress else None
+    progress = _progress(req, summary, study)
     guard = FailureGuard(req.study_name, req.cfg.budget.max_failures)
     record = RecordTrial(study, tracker, parent_id, req.cfg.primary_index, summary, progress, guard)
     keeper = KeepBest(tracker, parent_id, req.cfg.primary_index, req.cfg.tracking.keep_best)
     with Interrupts(install=req.handle_signals) as interrupts:
         objective = Objective(
-            req.cfg, tracker, parent_id, interrupts, req.worker_index, req.threads, keeper
+            req.cfg, tracker, parent_id, interrupts, req.worker_index, req.threads, keeper, progress
         )
         stop = _stop_when(interrupts, req.timeout, guard)
         wait = req.cfg.study.heartbeat_interval
@@ -203,6 +203,22 @@ def _stop_when(
         or guard.error is not None
         or (deadline is not None and time.monotonic() >= deadline)
     )
+
+
+def _progress(req: RunRequest, summary: RunSummary, study: optuna.Study) -> Progress | None:
+    """The display of this worker's trials, counting down to this command's trials, else to
+    what is left of the study's --max-trials, and to its --timeout."""
+    if not req.progress:
+        return None
+    trials = req.n_trials
+    if trials is None and req.max_trials is not None:
+        trials = max(req.max_trials - trials_counted(study), 0)
+    deadline = None if req.timeout is None else time.monotonic() + req.timeout
+    metrics = [o.metric for o in req.cfg.objectives]
+    return Progress(
+        summary, Budget(trials, deadline), req.cfg.budget.max_epochs, metrics,
+        req.worker_index, bars=req.bars, verbose=req.verbose,
+    )  # fmt: skip
 
 
 def _study_budget(study: optuna.Study, storage: Any, max_trials: int | None) -> TrialBudget | None:
