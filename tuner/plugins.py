@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,9 @@ class Plugin:
     cls: str  # in optuna.samplers or optuna.pruners
     defaults: Callable[[Defaults], Options] = lambda d: {}
     args: Callable[[Defaults], tuple[Any, ...]] = lambda d: ()  # positional: the grid's space
+    # An option that is itself a pruner block `{name, options}`, and the argument it is built
+    # into: the patient pruner's `wrapped` -> `wrapped_pruner`.
+    nested: tuple[str, str] | None = None
 
     def optuna_class(self, kind: str) -> type:
         import optuna
@@ -70,6 +74,13 @@ PRUNERS: dict[str, Plugin] = {
     "successive-halving": Plugin("SuccessiveHalvingPruner"),
     "hyperband": Plugin("HyperbandPruner", lambda d: {"max_resource": d.max_steps}),
     "threshold": Plugin("ThresholdPruner"),  # {upper: 1.0}: stop diverging trials
+    # {patience: 3, wrapped: {name: median}}: only once a trial has not improved for 3 epochs;
+    # without `wrapped`, early stopping on that alone.
+    "patient": Plugin(
+        "PatientPruner", lambda d: {"wrapped": None}, nested=("wrapped", "wrapped_pruner")
+    ),
+    # The trial's curve against the best trial's, epoch by epoch (or fold by fold).
+    "wilcoxon": Plugin("WilcoxonPruner"),
     "none": Plugin("NopPruner"),
 }
 # Pruners that wait `n_warmup_steps` epochs before they can prune.
@@ -89,15 +100,27 @@ def build(
 
 
 def _construct(kind: str, plugin: Plugin, options: Options, defaults: Defaults) -> Any:
+    import optuna
+
     cls = plugin.optuna_class(kind)
-    return cls(*plugin.args(defaults), **{**plugin.defaults(defaults), **options})
+    options = {**plugin.defaults(defaults), **options}
+    if plugin.nested is not None:  # a pruner block inside: built from the same table
+        key, argument = plugin.nested
+        block = options.pop(key)
+        options[argument] = None if block is None else _construct(
+            kind, PRUNERS[block["name"]], dict(block.get("options") or {}), defaults
+        )  # fmt: skip
+    with warnings.catch_warnings():  # patient, wilcoxon: chosen in the study file, documented
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return cls(*plugin.args(defaults), **options)
 
 
 def option_problems(kind: str, plugin: Plugin, options: Options, defaults: Defaults) -> list[str]:
     """What Optuna's class would refuse of `options`, each as `kind.options...: why`: a name
-    its constructor does not take, a value of the wrong type, or what the constructor raises."""
+    its constructor does not take, a value of the wrong type, a required one missing, a bad
+    nested pruner block, or what the constructor raises."""
     cls = plugin.optuna_class(kind)
-    params = _options_of(cls, len(plugin.args(defaults)))
+    params = _options_of(cls, len(plugin.args(defaults)), plugin.nested)
     unknown = [name for name in options if name not in params]
     if unknown:
         valid = ", ".join(params) or "none"
@@ -110,6 +133,14 @@ def option_problems(kind: str, plugin: Plugin, options: Options, defaults: Defau
         for name, value in options.items()
         if (expected := _type_problem(params[name], value))
     ]
+    given = {**plugin.defaults(defaults), **options}
+    problems += [
+        f"{kind}.options.{name}: {cls.__name__} needs it (no default)"
+        for name, param in params.items()
+        if param.default is inspect.Parameter.empty and name not in given
+    ]
+    if plugin.nested is not None:
+        problems += _nested_problems(kind, plugin.nested[0], given[plugin.nested[0]], defaults)
     if problems:
         return problems
     try:
@@ -119,11 +150,36 @@ def option_problems(kind: str, plugin: Plugin, options: Options, defaults: Defau
     return []
 
 
-def _options_of(cls: type, n_positional: int) -> dict[str, inspect.Parameter]:
-    """The keyword arguments a constructor takes, after the ones we pass by position."""
+def _nested_problems(kind: str, key: str, block: Any, defaults: Defaults) -> list[str]:
+    """A nested pruner block (`{name: median, options: {...}}`, or null) checked like the
+    pruner block itself, its problems under `kind.options.<key>`."""
+    where = f"{kind}.options.{key}"
+    if block is None:
+        return []
+    if not isinstance(block, dict) or not isinstance(block.get("name"), str):
+        return [f"{where}: a pruner block `{{name: ..., options: {{...}}}}` (got {block!r})"]
+    extra = sorted(set(block) - {"name", "options"})
+    if extra:
+        return [f"{where}: takes `name` and `options` only (got {', '.join(extra)})"]
+    if block["name"] not in PRUNERS:
+        return [f"{where}.name: unknown pruner {block['name']!r}; valid: {', '.join(PRUNERS)}"]
+    options = block.get("options") or {}
+    if not isinstance(options, dict):
+        return [f"{where}.options: a mapping of option names to values (got {options!r})"]
+    return option_problems(where, PRUNERS[block["name"]], options, defaults)
+
+
+def _options_of(
+    cls: type, n_positional: int, nested: tuple[str, str] | None = None
+) -> dict[str, inspect.Parameter]:
+    """The keyword arguments a constructor takes, after the ones we pass by position; a nested
+    pruner's argument under the study file's name for it."""
     takes = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     params = [p for p in inspect.signature(cls).parameters.values() if p.kind in takes]
-    return {p.name: p for p in params[n_positional:]}
+    if nested is None:
+        return {p.name: p for p in params[n_positional:]}
+    key, argument = nested
+    return {key if p.name == argument else p.name: p for p in params[n_positional:]}
 
 
 def _type_problem(param: inspect.Parameter, value: Any) -> str | None:

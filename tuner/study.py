@@ -53,9 +53,12 @@ def plugin_defaults(cfg: StudyConfig, seed: int | None) -> Defaults:
 
 def first_prunable_epoch(cfg: StudyConfig) -> int:
     """The first epoch at which the study's pruner can prune (its warm-up), 0 if unknown."""
-    if cfg.pruner_name not in WARMUP_PRUNERS:
+    name, options = cfg.pruner_name, dict(cfg.pruner.options) if cfg.pruner else {}
+    if name == "patient":  # it prunes where the pruner it wraps would, and no earlier
+        wrapped = options.get("wrapped") or {}
+        name, options = wrapped.get("name"), dict(wrapped.get("options") or {})
+    if name not in WARMUP_PRUNERS:
         return 0
-    options = cfg.pruner.options if cfg.pruner else {}
     return int(options.get("n_warmup_steps", warmup_epochs(cfg)))
 
 

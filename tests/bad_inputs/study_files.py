@@ -361,6 +361,42 @@ PLUGINS = [
         r"pruner\.options\.reduction_factor: HyperbandPruner expects int \(got 'two'\)",
         {"pruner": {"name": "hyperband", "options": {"reduction_factor": "two"}}},
     ),
+    study_case(
+        "patient-wraps-unknown",
+        r"pruner\.options\.wrapped\.name: unknown pruner 'medain'; valid: median, percentile",
+        {"pruner": {"name": "patient", "options": {"patience": 3, "wrapped": {"name": "medain"}}}},
+    ),
+    study_case(
+        "patient-wrapped-option",
+        r"pruner\.options\.wrapped\.options\.warmup: MedianPruner takes no option 'warmup'; "
+        r"valid: .*n_warmup_steps",
+        {
+            "pruner": {
+                "name": "patient",
+                "options": {"patience": 3, "wrapped": {"name": "median", "options": {"warmup": 1}}},
+            }
+        },
+    ),
+    study_case(
+        "patient-wrapped-not-block",
+        r"pruner\.options\.wrapped: a pruner block `\{name: \.\.\., options",
+        {"pruner": {"name": "patient", "options": {"patience": 3, "wrapped": "median"}}},
+    ),
+    study_case(
+        "patient-no-patience",
+        r"pruner\.options\.patience: PatientPruner needs it",
+        {"pruner": {"name": "patient", "options": {"wrapped": {"name": "median"}}}},
+    ),
+    study_case(
+        "patient-negative",
+        r"pruner\.options: PatientPruner refuses them: patience cannot be negative",
+        {"pruner": {"name": "patient", "options": {"patience": -1}}},
+    ),
+    study_case(
+        "wilcoxon-p-threshold",
+        r"pruner\.options: WilcoxonPruner refuses them: p_threshold must be between 0 and 1",
+        {"pruner": {"name": "wilcoxon", "options": {"p_threshold": 5}}},
+    ),
 ]
 
 BUDGET = [
