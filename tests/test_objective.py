@@ -47,3 +47,20 @@ def test_default_pruners_wait_half_the_epoch_budget_before_judging():
         assert make_pruner(cfg)._n_warmup_steps == warmup == first_prunable_epoch(cfg)
     cfg = parse_study(tiny_study(pruner={"name": "median", "options": {"n_warmup_steps": 1}}))
     assert make_pruner(cfg)._n_warmup_steps == 1 == first_prunable_epoch(cfg)
+
+
+def test_a_patient_pruner_wraps_the_pruner_built_with_our_defaults_and_waits_its_warm_up():
+    from tests.conftest import tiny_study
+    from tuner.config import parse_study
+    from tuner.study import first_prunable_epoch, make_pruner
+
+    patient = {"patience": 2, "wrapped": {"name": "median"}}
+    cfg = parse_study(
+        tiny_study(
+            pruner={"name": "patient", "options": patient},
+            budget={"n_trials": 1, "max_epochs": 6},
+        )
+    )
+    pruner = make_pruner(cfg)
+    assert pruner._patience == 2 and pruner._wrapped_pruner._n_warmup_steps == 3
+    assert first_prunable_epoch(cfg) == 3
