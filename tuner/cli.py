@@ -404,6 +404,8 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # Lightning says this at every fit wherever Slurm's srun is installed; a trial is one process.
     warnings.filterwarnings("ignore", message="The `srun` command is available")
+    # cmaes with sampler.constraints, each trial: documented (they only decide the best)
+    warnings.filterwarnings("ignore", message="Constraints have been set, but CmaEsSampler")
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # Models are pickled on purpose (docs/results.md): MLflow's warning about it, at every kept

@@ -44,6 +44,8 @@ from models.data.config import SOURCES, DataConfig, naive_baselines
 from models.data.files import named_files
 from models.errors import DataError
 from models.metrics import METRIC_MODES, metric, val_metric_names
+from tuner.constraints import RECORDED
+from tuner.constraints import parse as parse_constraint
 from tuner.default_space import DataSize, default_space
 from tuner.errors import BadInput
 from tuner.plugins import MULTI_OBJECTIVE_SAMPLERS, PRUNERS, SAMPLERS, option_problems
@@ -272,6 +274,16 @@ class NamedPlugin(_Strict):
     )
 
 
+class SamplerBlock(NamedPlugin):
+    """The sampler: a NamedPlugin with constraints on the trials it may pick as best."""
+
+    constraints: list[str] = Field(
+        default_factory=list,
+        description="Sampler only: `NAME <= NUMBER` or `NAME >= NUMBER` each (e.g. "
+        "`n_params <= 1e5`); trials that break one are infeasible, never the best.",
+    )
+
+
 class Budget(_Strict):
     """How many trials, how long, how many epochs each."""
 
@@ -344,8 +356,8 @@ class StudyConfig(_Strict):
         description="The metric(s) to optimise: a name, one `{metric, direction}` or a list "
         "(multi-objective); default `val_loss`.",
     )
-    sampler: NamedPlugin = Field(
-        default_factory=lambda: NamedPlugin(name="tpe"), description="Default: `tpe`."
+    sampler: SamplerBlock = Field(
+        default_factory=lambda: SamplerBlock(name="tpe"), description="Default: `tpe`."
     )
     pruner: NamedPlugin | None = Field(
         default=None, description="null: `median` for one objective, `none` for several."
@@ -630,6 +642,8 @@ def _cross_checks(cfg: StudyConfig, failed: set[str], read_test: bool = False) -
         problems += _check_objectives(cfg)
     if not failed & {"objective", "sampler", "pruner"}:
         problems += _check_plugins(cfg)
+    if not failed & {"task", "sampler"}:
+        problems += _check_constraints(cfg)
     if "task" not in failed:
         data_problems = _check_data(cfg, base, read_test)
         problems += data_problems + _check_char_features(cfg, base)
@@ -926,6 +940,33 @@ def _check_objectives(cfg: StudyConfig) -> list[str]:
         problems.append(
             "objective.metric: n_params alone needs no training; pair it with a val_ metric"
         )
+    return problems
+
+
+def _check_constraints(cfg: StudyConfig) -> list[str]:
+    """Each of `sampler.constraints` well formed, and naming a figure every trial records or a
+    validation metric the task logs (with cross-validation, no one best value: figures only)."""
+    if not cfg.sampler.constraints:
+        return []
+    try:
+        kind = cfg.task_kind
+    except DataError:  # a loader that fails: the data check reports it
+        return []
+    valid = (*val_metric_names(kind, baselines=naive_baselines(cfg.task)), *RECORDED)
+    problems = []
+    for i, text in enumerate(cfg.sampler.constraints):
+        where = f"sampler.constraints.{i}"
+        try:
+            name = parse_constraint(text).name
+        except ValueError as e:
+            problems.append(f"{where}: {e}")
+            continue
+        if name in RECORDED:
+            continue
+        if cfg.cv_folds and name in valid:
+            problems.append(f"{where}: with task.cv_folds name one of {', '.join(RECORDED)}")
+        else:
+            problems += _metric_problems(where, name, valid, cfg)
     return problems
 
 

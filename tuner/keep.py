@@ -41,8 +41,12 @@ BEST_URI_TAG = "rnn_tuner.best_model_uri"
 
 def top_trials(study: optuna.Study, primary: int, k: int) -> list[FrozenTrial]:
     """The study's best k complete trials by objective `primary`, best first, as the storage
-    holds them now (ties: the earlier trial first)."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    holds them now (ties: the earlier trial first); infeasible ones (tuner.constraints) never."""
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if all(violation <= 0 for violation in t.constraints.values())
+    ]
     sign = -1.0 if study.directions[primary] == StudyDirection.MAXIMIZE else 1.0
     return sorted(done, key=lambda t: (sign * t.values[primary], t.number))[:k]
 

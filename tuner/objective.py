@@ -23,6 +23,8 @@ from models.data import task_data
 from models.data.folds import cv_folds
 from tuner.config import Objective as ObjectiveSpec
 from tuner.config import StudyConfig
+from tuner.constraints import figures
+from tuner.constraints import parse as parse_constraint
 from tuner.crossval import CrossValidation
 from tuner.interrupts import TrialInterrupted
 from tuner.keep import BestWeights, KeepBest
@@ -148,6 +150,7 @@ class TrialRecord:
         curves are keyed by fold, the epochs are sent with the trial's end instead. `watch`
         gets every epoch's row, of every fold (the progress display)."""
         self.cv = cv
+        self.started = time.perf_counter()
         listeners = [None if cv is not None else live, watch]
         self.listeners = [listener for listener in listeners if listener is not None]
         self.recorders: list[EpochRecorder] = []
@@ -216,6 +219,7 @@ class Objective:
     ) -> None:
         self.cfg, self.tracker, self.parent_id = cfg, tracker, parent_id
         self.progress = progress
+        self.constraints = [parse_constraint(text) for text in cfg.sampler.constraints]
         self.threads = threads or Threads()
         self.interrupts, self.keeper = interrupts, keeper
         self.trainer_kwargs = _device(worker_index)
@@ -300,12 +304,24 @@ class Objective:
             )  # fmt: skip
 
         if record.cv is not None:  # one network per fold: none is kept
-            return record.cv.run(trial, lambda data, _: fit(data, []), best, self.prunes)
-        weights = self._best_weights()
-        result = fit(task_data(self.cfg.task), [*self._pruning(trial), weights])
-        values = best(result)
-        self._completed(trial, result, weights)
+            values = record.cv.run(trial, lambda data, _: fit(data, []), best, self.prunes)
+        else:
+            weights = self._best_weights()
+            result = fit(task_data(self.cfg.task), [*self._pruning(trial), weights])
+            values = best(result)
+            self._completed(trial, result, weights)
+        self._constrain(trial, record)
         return values
+
+    def _constrain(self, trial: optuna.Trial, record: TrialRecord) -> None:
+        """Give Optuna the trial's violation of each of `sampler.constraints` (tuner.constraints)."""
+        if not self.constraints:
+            return
+        rows = record.history() if record.cv is None else []
+        summary = record.summary(time.perf_counter() - record.started, [])
+        measured = figures(summary, rows[-1] if rows else {})
+        for constraint in self.constraints:
+            trial.set_constraint(constraint.text, constraint.violation(measured))
 
     def _best_weights(self) -> BestWeights:
         """Finds the best epoch; copies its weights only when the network may be kept."""

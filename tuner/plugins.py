@@ -59,9 +59,10 @@ SAMPLERS: dict[str, Plugin] = {
     "qmc": Plugin("QMCSampler", _seeded),
     "gp": Plugin("GPSampler", _seeded),
     "nsgaii": Plugin("NSGAIISampler", _seeded),
+    "nsgaiii": Plugin("NSGAIIISampler", _seeded),  # many objectives
 }
 # Samplers that handle several objectives (a Pareto front).
-MULTI_OBJECTIVE_SAMPLERS = ("nsgaii", "tpe", "random", "grid", "qmc", "gp")
+MULTI_OBJECTIVE_SAMPLERS = ("nsgaii", "nsgaiii", "tpe", "random", "grid", "qmc", "gp")
 
 PRUNERS: dict[str, Plugin] = {
     "median": Plugin(

@@ -71,6 +71,9 @@ class Progress:
         counts = f"complete {states['COMPLETE']} pruned {states['PRUNED']} failed {states['FAIL']}"
         value = "" if trial.values is None else f" {_fmt(trial.values)}"
         reason = trial.user_attrs.get("fail_reason", "") if trial.state == TrialState.FAIL else ""
+        broken = [text for text, violation in trial.constraints.items() if violation > 0]
+        if broken:  # tuner.constraints: never the best
+            value += f" infeasible ({', '.join(broken)})"
         self._print(
             f"trial {trial.number} {trial.state.name}{value}{' - ' + reason if reason else ''} | "
             f"{counts} | best {self.best_text} | {time.monotonic() - self.started:.0f}s"

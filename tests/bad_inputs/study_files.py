@@ -397,6 +397,26 @@ PLUGINS = [
         r"pruner\.options: WilcoxonPruner refuses them: p_threshold must be between 0 and 1",
         {"pruner": {"name": "wilcoxon", "options": {"p_threshold": 5}}},
     ),
+    study_case(
+        "constraint-strict-inequality",
+        r"sampler\.constraints\.0: 'n_params < 500' is not a constraint; write NAME <= NUMBER",
+        {"sampler": {"name": "tpe", "constraints": ["n_params < 500"]}},
+    ),
+    study_case(
+        "constraint-bound-word",
+        r"sampler\.constraints\.0: 'n_params <= many' is not a constraint",
+        {"sampler": {"name": "nsgaii", "constraints": ["n_params <= many"]}},
+    ),
+    study_case(
+        "constraint-unknown-name",
+        r"sampler\.constraints\.0: 'hidden_size' is not measured .*valid: .*n_params, epochs",
+        {"sampler": {"name": "tpe", "constraints": ["hidden_size <= 8"]}},
+    ),
+    study_case(
+        "constraint-not-text",
+        r"sampler\.constraints\.0: .*string",
+        {"sampler": {"name": "tpe", "constraints": [{"n_params": 500}]}},
+    ),
 ]
 
 BUDGET = [
