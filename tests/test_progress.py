@@ -13,6 +13,8 @@ import sys
 import termios
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, tiny_study, write_study
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -26,13 +28,13 @@ def study(workdir: Path, n_trials: int) -> Path:
     )
 
 
-def run_on_a_terminal(workdir: Path, study_file: Path) -> str:
+def run_on_a_terminal(workdir: Path, study_file: Path, *args: str) -> str:
     """`rnn-tuner run` with stdin, stdout and stderr on a 120-column pseudo-terminal: its
     whole output, escape codes included."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tuner", "run", str(study_file)],
+        [sys.executable, "-m", "tuner", "run", str(study_file), *args],
         cwd=workdir, env=ENV, stdin=follower, stdout=follower, stderr=follower,
     )  # fmt: skip
     os.close(follower)
@@ -78,3 +80,11 @@ def test_a_pipe_gets_a_line_per_trial_and_with_verbose_a_line_per_epoch(workdir:
     assert epochs == [(2, 1), (2, 2), (2, 3)]
     assert [int(m[1]) for m in map(TRIAL_LINE.match, lines) if m] == [2]
     assert "\x1b" not in result.stderr
+
+
+@pytest.mark.slow
+def test_workers_sharing_a_terminal_print_lines_not_bars(workdir: Path, postgres_url: str):
+    out = run_on_a_terminal(workdir, study(workdir, 2), "--workers", "2", "--storage", postgres_url)
+    assert "\x1b[" not in out and "|" + "\u2588" not in out  # no bar, no cursor movement
+    finished = re.findall(r"^\[w(\d)\] trial (\d+) COMPLETE", out, re.MULTILINE)
+    assert sorted(number for _, number in finished) == ["0", "1"]

@@ -281,7 +281,7 @@ def run(
     storage_url, tracking = _stores(cfg, storage, tracking_uri)
     name = cfg.study.name if study_name is None else _study_name(study_name, "--study-name")
     mlflow_defaults()
-    _quiet_libraries()
+    quiet_libraries()
     from tuner.request import RunRequest
 
     req = RunRequest(
@@ -393,8 +393,9 @@ def mlflow_defaults() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
-def _quiet_libraries() -> None:
-    """Our own line per trial replaces Optuna's log; experimental-feature notices are ours to heed."""
+def quiet_libraries() -> None:
+    """Our own line per trial replaces Optuna's log; experimental-feature notices are ours to heed.
+    Each `--workers` process calls it too (tuner.launch): a spawned process starts afresh."""
     import logging
     import warnings
 
@@ -420,7 +421,7 @@ def status(study: str | None, storage: str | None) -> None:
     """Trials by state, best value and parameters (every study when STUDY is omitted)."""
     from tuner.report import status_text
 
-    _quiet_libraries()
+    quiet_libraries()
     if study is not None:
         _study_name(study, "STUDY")
     url, _ = _storage(storage, must_exist=True)
@@ -434,7 +435,7 @@ def best(study: str, storage: str | None) -> None:
     """The best parameters as a `fixed:` YAML block to paste back into a study file."""
     from tuner.report import best_yaml
 
-    _quiet_libraries()
+    quiet_libraries()
     _study_name(study, "STUDY")
     url, _ = _storage(storage, must_exist=True)
     _with_study_errors(lambda: click.echo(best_yaml(url, study), nl=False))
@@ -494,7 +495,7 @@ def _results_errors() -> tuple[type[Exception], ...]:
 def report(study: str, storage: str | None, tracking_uri: str | None) -> None:
     """Plots of the study (its parent run, under plots/) and of each trial (curves.png in its
     run), logged to MLflow; works while workers are still running. `run` does it at the end."""
-    _quiet_libraries()
+    quiet_libraries()
     from tuner.plots import write_report
 
     try:
@@ -526,7 +527,7 @@ def retrain(
 ) -> None:
     """Train the best trial's configuration again (seeded), test it once on the test split,
     and register it in the MLflow model registry as a new version of rnn-tuner-STUDY."""
-    _quiet_libraries()
+    quiet_libraries()
     from models.errors import DataError
     from tuner.config import StudyFileError
     from tuner.retrain import retrain as retrain_best
@@ -579,7 +580,7 @@ def export(
 ) -> None:
     """Write the study's kept model (its best trial's, or --trial N's) as ONNX or TorchScript,
     checked against the PyTorch model on the study's validation data."""
-    _quiet_libraries()
+    quiet_libraries()
     from models.errors import DataError
     from models.export import NotExportable
     from tuner.config import StudyFileError

@@ -58,7 +58,10 @@ def _join(procs: list[Any], forward: Any, handle_signals: bool) -> None:
 def _worker(req: RunRequest, index: int, n_workers: int, shared: Any) -> None:
     from dataclasses import replace
 
+    from tuner.cli import quiet_libraries
     from tuner.worker import run_worker
+
+    quiet_libraries()  # as the command itself is: no Optuna log lines among ours
 
     # The most threads one trial may take; small networks take one (tuner.threads).
     req.threads = replace(req.threads, share=max(1, (os.cpu_count() or 1) // n_workers))
