@@ -10,7 +10,7 @@ $(PY):
 
 install: $(PY)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,ray]'
 
 quickstart: install
 	$(VENV)/bin/rnn-tuner run studies/quickstart.yaml

@@ -88,8 +88,10 @@ class Claim(enum.Enum):
 
 class Slots:
     """Both budgets at once: the study's (`budget`, None without --max-trials) and this
-    command's (`limit` trials, counted in `shared`, a multiprocessing.Value of the local workers,
-    or in this process alone).
+    command's (`limit` trials, counted in `shared`, the count of all the command's workers, or in
+    this process alone). `shared.add(step, limit)` moves that count by `step` at once unless it
+    would pass `limit`, and says whether it did (tuner.launch.ProcessCount for local processes,
+    tuner.ray_workers.RayCount for Ray actors).
 
     A slot is held from its claim until a trial starts on it (`spend`). Between the two, Optuna
     still reads and writes the database (its stale-trial check, its ask); when a dropped
@@ -133,13 +135,9 @@ class Slots:
         """Move this command's count by `step` unless that passes `limit`."""
         if self.limit is None:
             return True
-        lock = self.shared.get_lock() if self.shared is not None else contextlib.nullcontext()
-        with lock:
-            count = self.local if self.shared is None else self.shared.value
-            if count + step > self.limit:
-                return False
-            if self.shared is None:
-                self.local = count + step
-            else:
-                self.shared.value = count + step
-            return True
+        if self.shared is not None:
+            return bool(self.shared.add(step, self.limit))
+        if self.local + step > self.limit:
+            return False
+        self.local += step
+        return True

@@ -35,6 +35,11 @@ TRACKING_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own convention
 # Job's pod, a Slurm job-array task. It tags the worker's trial runs and its output lines.
 WORKER_INDEX_ENVS = ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID")
 THREADS_ENV = "OMP_NUM_THREADS"  # OpenMP's own: fixes the threads of every trial
+RAY_ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own; `ray job submit` sets it for the command it runs
+# What Ray's workers take from this shell (a remote node has none of it): MLflow's settings and
+# login (MLFLOW_*), the threads, the debug switch. Passed as the actors' arguments, which Ray
+# shows nowhere, rather than as a runtime_env, which its dashboard shows.
+RAY_FORWARDED_ENV = (THREADS_ENV, "OMP_WAIT_POLICY", "RNN_TUNER_DEBUG")
 
 _storage_option = click.option(
     "--storage",
@@ -245,9 +250,18 @@ def validate(study_file: Path) -> None:
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Worker processes on this machine, each with its share of the CPU threads.",
+    help="Worker processes on this machine, each with its share of the CPU threads (default "
+    "1); with --ray, worker actors on the cluster (default: as many as it fits).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    metavar="[ADDRESS]",
+    help=f"Run the workers as actors on a Ray cluster: `auto`, HOST:PORT, or none for "
+    f"${RAY_ADDRESS_ENV}, else cluster.ray.address, else a Ray started on this machine for the "
+    "run. Write it after FILE. Needs `pip install 'rnn-tuner[ray]'`.",
 )
 @click.option(
     "--max-trials",
@@ -269,9 +283,10 @@ def run(
     storage: str | None,
     study_name: str | None,
     tracking_uri: str | None,
-    workers: int,
+    workers: int | None,
     max_trials: int | None,
     verbose: bool,
+    ray_address: str | None,
 ) -> None:
     """Create or resume the study and run trials; a second run adds trials to the same study.
 
@@ -297,12 +312,17 @@ def run(
         threads=threads,
         verbose=verbose,
     )
-    _refuse_sqlite_for_many(req.storage, workers)
+    ray_plan = _ray_plan(cfg, ray_address, workers)
+    if ray_plan is not None:
+        _refuse_sqlite_on_ray(req.storage, req.tracking_uri, ray_plan.address)
+    _refuse_sqlite_for_many(req.storage, workers or 1)
     click.echo(
         f"study {req.study_name!r} in {redact(req.storage)}; MLflow at {redact(req.tracking_uri)}",
         err=True,
     )
-    sys.exit(_run_many(req, workers) if workers > 1 else _run_one(req))
+    if ray_plan is not None:
+        sys.exit(_run_on_ray(req, ray_plan))
+    sys.exit(_run_many(req, workers) if (workers or 1) > 1 else _run_one(req))
 
 
 def _thread_settings():  # noqa: ANN202 - tuner.threads.Threads
@@ -335,6 +355,68 @@ def _refuse_sqlite_for_many(storage: str, workers: int) -> None:
             "or run one worker.",
             BAD_INPUT,
         )
+
+
+def _ray_plan(cfg, cli_address: str | None, workers: int | None):  # noqa: ANN001, ANN202
+    """How the workers run on Ray (tuner.ray_workers.RayPlan), or None without `--ray` and
+    without `cluster.ray`; Ray not installed is an error naming the extra (exit 2)."""
+    if cli_address is None and cfg.cluster.ray is None:
+        return None
+    from tuner.config import RayBlock
+    from tuner.ray_workers import RayPlan, import_ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every worker's trial lines, not a digest
+    import_ray()
+    block = cfg.cluster.ray or RayBlock()
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name.startswith("MLFLOW_") or name in RAY_FORWARDED_ENV
+    }
+    return RayPlan(
+        address=cli_address or _env(RAY_ADDRESS_ENV) or block.address,
+        workers=workers,
+        max_restarts=block.max_restarts,
+        resources=cfg.cluster.resources,
+        env=env,
+    )
+
+
+def _refuse_sqlite_on_ray(storage: str, tracking: str, address: str | None) -> None:
+    """Ray's workers are processes on any node: the study needs a database server. An MLflow
+    store in a file works only where every node sees the file (a local Ray, a shared disk)."""
+    from tuner.urls import is_sqlite
+
+    if is_sqlite(storage):
+        _fail(
+            f"--ray runs workers as processes on any node of a Ray cluster; {redact(storage)} is "
+            "SQLite, which is for one process on one machine. Use a PostgreSQL URL (--storage "
+            "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB, see docs/scale.md)",
+            BAD_INPUT,
+        )
+    if address is not None and not tracking.startswith(("http://", "https://", "databricks")):
+        click.echo(
+            f"warning: MLflow at {redact(tracking)} is a store on this machine's disk; Ray "
+            "workers on other nodes see it only on a shared disk. A tracking server "
+            "(--tracking-uri http://HOST:5000) works from every node",
+            err=True,
+        )
+
+
+def _run_on_ray(req, plan) -> int:  # noqa: ANN001 - RunRequest, tuner.ray_workers.RayPlan
+    """The workers as actors on a Ray cluster; returns the command's exit code."""
+    from tuner.ray_workers import RayUnreachable, run_on_ray
+
+    _preflight(req)
+    try:
+        code = run_on_ray(req, plan)
+    except RayUnreachable as e:
+        _fail(str(e), ENVIRONMENT)
+    if code == 130:
+        click.echo(
+            "interrupted: running trials were recorded as failed; run again to resume", err=True
+        )
+    return code
 
 
 def _run_many(req, workers: int) -> int:  # noqa: ANN001 - RunRequest
@@ -395,7 +477,7 @@ def mlflow_defaults() -> None:
 
 def quiet_libraries() -> None:
     """Our own line per trial replaces Optuna's log; experimental-feature notices are ours to heed.
-    Each `--workers` process calls it too (tuner.launch): a spawned process starts afresh."""
+    Each `--workers` process and Ray worker calls it too: a spawned process starts afresh."""
     import logging
     import warnings
 

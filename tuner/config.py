@@ -333,6 +333,50 @@ class Tracking(_Strict):
     )
 
 
+class RayBlock(_Strict):
+    """The Ray cluster that runs the workers (`rnn-tuner run FILE --ray`, docs/scale.md)."""
+
+    address: str | None = Field(
+        default=None,
+        description="`auto`: the cluster this machine joined with `ray start`; `HOST:PORT`: "
+        "its head node's address; null: a Ray on this machine, started for the run and "
+        "stopped after it. `--ray ADDRESS` and `RAY_ADDRESS` override it.",
+    )
+    max_restarts: int = Field(
+        default=2,
+        ge=0,
+        description="Times Ray starts again a worker whose process died; the trial it was "
+        "running fails after `study.grace_period` and is queued again.",
+    )
+
+
+class Resources(_Strict):
+    """What each worker reserves on a cluster node (Ray places the workers by it)."""
+
+    cpus: int = Field(
+        default=1,
+        ge=1,
+        description="CPU cores per worker; also the most torch threads one of its trials uses.",
+    )
+    gpus: float = Field(
+        default=0,
+        ge=0,
+        description="GPUs per worker (a fraction shares one); 0: trains on CPU.",
+    )
+
+
+class Cluster(_Strict):
+    """Where the workers run when a cluster starts them."""
+
+    ray: RayBlock | None = Field(
+        default=None,
+        description="Run the workers as Ray actors, as `--ray` does; null: only with `--ray`.",
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="Per worker: `{cpus: 1, gpus: 0}`."
+    )
+
+
 class StudyConfig(_Strict):
     """An rnn-tuner study file: `rnn-tuner run FILE` searches it, `rnn-tuner validate FILE`
     checks it."""
@@ -369,6 +413,10 @@ class StudyConfig(_Strict):
         "created.",
     )
     tracking: Tracking = Field(default_factory=Tracking, description="The MLflow side.")
+    cluster: Cluster = Field(
+        default_factory=Cluster,
+        description="Workers on a Ray cluster and what each reserves (docs/scale.md).",
+    )
     seed: int = Field(default=0, description="Seeds the sampler.")
     # The data size the default space was chosen for, when `search` is the default space.
     _default_search: DataSize | None = PrivateAttr(default=None)

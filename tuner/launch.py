@@ -19,7 +19,7 @@ from tuner.request import RunRequest
 def run_workers(req: RunRequest, n_workers: int) -> int:
     """Start the workers, pass SIGINT/SIGTERM on to them, and return the command's exit code."""
     ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited torch threads or CUDA state
-    shared = ctx.Value("i", 0)
+    shared = ProcessCount(ctx.Value("i", 0))
     procs = [
         ctx.Process(target=_worker, args=(req, i, n_workers, shared), name=f"worker-{i}")
         for i in range(n_workers)
@@ -55,7 +55,33 @@ def _join(procs: list[Any], forward: Any, handle_signals: bool) -> None:
             signal.signal(sig, handler)
 
 
+class ProcessCount:
+    """The trials this command's worker processes have started, in shared memory (budget.Slots)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value  # a multiprocessing.Value("i")
+
+    def add(self, step: int, limit: int) -> bool:
+        with self.value.get_lock():
+            if self.value.value + step > limit:
+                return False
+            self.value.value += step
+            return True
+
+
 def _worker(req: RunRequest, index: int, n_workers: int, shared: Any) -> None:
+    cores = max(1, (os.cpu_count() or 1) // n_workers)
+    code, line = run_indexed(req, index, n_workers, shared, cores)
+    print(line, file=sys.stderr if code not in (0, 130) else sys.stdout, flush=True)
+    sys.exit(code)
+
+
+def run_indexed(
+    req: RunRequest, index: int, n_workers: int, shared: Any, cores: int
+) -> tuple[int, str]:
+    """Worker `index` of `n_workers` started by one command (here or as a Ray actor), with
+    `cores` for its trials' threads; returns its exit code and its last line (the summary, or
+    the error that stopped it)."""
     from dataclasses import replace
 
     from tuner.cli import quiet_libraries
@@ -64,7 +90,7 @@ def _worker(req: RunRequest, index: int, n_workers: int, shared: Any) -> None:
     quiet_libraries()  # as the command itself is: no Optuna log lines among ours
 
     # The most threads one trial may take; small networks take one (tuner.threads).
-    req.threads = replace(req.threads, share=max(1, (os.cpu_count() or 1) // n_workers))
+    req.threads = replace(req.threads, share=cores)
 
     # Its GPU, where there are GPUs, and its tag; under a cluster's index k (a Slurm array task
     # or Indexed Job pod running --workers N), k*N + index, unique across the study's workers.
@@ -78,7 +104,8 @@ def _worker(req: RunRequest, index: int, n_workers: int, shared: Any) -> None:
         from tuner.errors import exit_code
         from tuner.urls import redact
 
-        print(f"[w{req.worker_index}] error: {redact(str(e))}", file=sys.stderr, flush=True)
-        sys.exit(exit_code(e))
-    print(f"[w{req.worker_index}] {summary.line()}", flush=True)
-    sys.exit(130 if summary.interrupted_by == "SIGINT" else 0)
+        return exit_code(e), f"[w{req.worker_index}] error: {redact(str(e))}"
+    return (
+        130 if summary.interrupted_by == "SIGINT" else 0,
+        f"[w{req.worker_index}] {summary.line()}",
+    )

@@ -216,6 +216,7 @@ class Objective:
         threads: Threads | None = None,
         keeper: KeepBest | None = None,
         progress: Progress | None = None,
+        where: dict[str, str] | None = None,
     ) -> None:
         self.cfg, self.tracker, self.parent_id = cfg, tracker, parent_id
         self.progress = progress
@@ -233,6 +234,7 @@ class Objective:
         }
         if worker_index is not None:  # which worker ran it: find its log line, its machine
             self.tags["rnn_tuner.worker"] = str(worker_index)
+        self.tags.update(where or {})  # a cluster's node (a Ray node's id and address)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         settings = self._settings(trial)

@@ -25,9 +25,12 @@ from models.data.config import SOURCES
 from tuner.config import (
     Budget,
     CategoricalDist,
+    Cluster,
     FloatDist,
     IntDist,
     Objective,
+    RayBlock,
+    Resources,
     SamplerBlock,
     StudyBlock,
     StudyConfig,
@@ -51,6 +54,9 @@ TABLES: dict[str, dict[str, Any]] = {
         "sampler-pruner": SamplerBlock,
         "budget": Budget,
         "tracking": Tracking,
+        "cluster": Cluster,
+        "cluster.ray": RayBlock,
+        "cluster.resources": Resources,
     },
     "data.md": {f"task.{name}": cls for name, cls in SOURCES.items()},
 }

@@ -29,6 +29,7 @@ class RunRequest:
     bars: bool = True  # False where several workers share one terminal (--workers N)
     worker_index: int | None = None  # a cluster's or --workers' index: GPU, tags, output
     threads: Threads = field(default_factory=Threads)  # intra-op threads per trial
+    where: dict[str, str] = field(default_factory=dict)  # MLflow tags: the node a trial ran on
     # False from tuner.api: no signal handlers (a notebook's Ctrl-C is a KeyboardInterrupt)
     handle_signals: bool = True
 

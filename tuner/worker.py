@@ -47,7 +47,15 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
     keeper = KeepBest(tracker, parent_id, req.cfg.primary_index, req.cfg.tracking.keep_best)
     with Interrupts(install=req.handle_signals) as interrupts:
         objective = Objective(
-            req.cfg, tracker, parent_id, interrupts, req.worker_index, req.threads, keeper, progress
+            req.cfg,
+            tracker,
+            parent_id,
+            interrupts,
+            req.worker_index,
+            req.threads,
+            keeper,
+            progress,
+            req.where,
         )
         stop = _stop_when(interrupts, req.timeout, guard)
         wait = req.cfg.study.heartbeat_interval
