@@ -16,10 +16,13 @@ STUDIES = ROOT / "studies"
 
 
 def enter(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Work in `directory` on the embedded defaults (rnn_tuner.db, mlflow.db land there)."""
+    """Work in `directory` on the embedded defaults (rnn_tuner.db, mlflow.db land there), one
+    worker per command unless a test asks for more (the default is one per core on a storage
+    several processes share: tests/test_journal.py)."""
     monkeypatch.chdir(directory)
     for var in ("RNN_TUNER_STORAGE", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RNN_TUNER_WORKERS", "1")
     return directory
 
 
@@ -124,6 +127,8 @@ def wait_for_training(
     the worker is creating at the same moment."""
     import sqlalchemy as sa
 
+    if storage.startswith("journal"):
+        return _wait_for_journal_training(storage, study, proc, output, timeout)
     query = sa.text(
         "SELECT count(*) FROM trials"
         " JOIN studies ON studies.study_id = trials.study_id"
@@ -146,4 +151,43 @@ def wait_for_training(
             time.sleep(0.2)
     finally:
         engine.dispose()
+    raise AssertionError(f"no trial of {study!r} started training\n" + output())
+
+
+def open_storage(url: str):  # noqa: ANN201 - an Optuna storage, imported lazily
+    """The study storage behind `url`, as rnn-tuner opens it (RDB or journal)."""
+    from tuner.study import make_storage
+
+    return make_storage(url)
+
+
+def _wait_for_journal_training(
+    storage: str, study: str, proc: subprocess.Popen, output: Callable[[], str], timeout: float
+) -> None:
+    """`wait_for_training` on a journal storage: its trials through Optuna, its heartbeats in
+    their SQL table."""
+    import optuna
+    import sqlalchemy as sa
+
+    beats = sa.text("SELECT count(*) FROM rnn_tuner_journal_heartbeat WHERE trial_id = :t")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, output()
+        opened = open_storage(storage)
+        try:
+            running = optuna.load_study(study_name=study, storage=opened).get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+            )
+            with opened.engine.connect() as conn:
+                if any(
+                    "mlflow_run_id" in t.user_attrs
+                    and conn.execute(beats, {"t": t._trial_id}).scalar()
+                    for t in running
+                ):
+                    return
+        except (KeyError, sa.exc.OperationalError, sa.exc.ProgrammingError):  # not there yet
+            pass
+        finally:
+            opened.engine.dispose()
+        time.sleep(0.3)
     raise AssertionError(f"no trial of {study!r} started training\n" + output())

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, tiny_study, write_study
+from tests.conftest import ROOT, open_storage, tiny_study, write_study
 from tests.servers import mlflow_server
 from tuner.cli import main
 
@@ -69,18 +69,31 @@ def wait_until(predicate, timeout: float = 120, what: str = "condition") -> None
 
 
 def running_trials(storage: str, name: str = "tiny") -> list:
+    return [t for t in trials(storage, name) if t.state.name == "RUNNING"]
+
+
+def trials(storage: str, name: str = "tiny") -> list:
+    opened = open_storage(storage)
     try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
+        return optuna.load_study(study_name=name, storage=opened).trials
+    except KeyError:  # not created yet
         return []
-    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    finally:
+        opened.engine.dispose()
+
+
+# The team's storages on PostgreSQL: Optuna's RDB tables, or its journal in a table of ours.
+BACKENDS = pytest.mark.parametrize("backend", ["", "journal+"], ids=["rdb", "journal"])
 
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_four_workers_share_one_study_with_an_exact_global_cap(workdir: Path, postgres_databases):
+@BACKENDS
+def test_four_workers_share_one_study_with_an_exact_global_cap(
+    workdir: Path, postgres_databases, backend: str
+):
     """The team set-up: study and MLflow server both on PostgreSQL, runs logged over HTTP."""
-    postgres_url, mlflow_db = postgres_databases(), postgres_databases()
+    postgres_url, mlflow_db = backend + postgres_databases(), postgres_databases()
     study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
     with mlflow_server(mlflow_db, workdir / "artifacts") as server:
         out = finish(
@@ -97,32 +110,34 @@ def test_four_workers_share_one_study_with_an_exact_global_cap(workdir: Path, po
         )
         _, parents, children = runs(workdir, tracking=server)
 
-    trials = optuna.load_study(study_name="tiny", storage=postgres_url).trials
-    assert len(trials) == 7, out
-    assert sorted(t.number for t in trials) == list(range(7))
-    assert all(t.state.name == "COMPLETE" for t in trials)
+    found = trials(postgres_url)
+    assert len(found) == 7, out
+    assert sorted(t.number for t in found) == list(range(7))
+    assert all(t.state.name == "COMPLETE" for t in found)
     # every worker reported its summary (its trial lines carry the [wN] prefix too)
     assert len(re.findall(r"^\[w\d+\] study 'tiny': ", out, re.M)) == 4, out
     assert len(parents) == 1
     assert sorted(int(r.data.tags["rnn_tuner.trial"]) for r in children) == list(range(7))
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     # parallel TPE (constant liar) does not hand two workers the same parameters
-    assert len({tuple(sorted(t.params.items())) for t in trials}) == 7
+    assert len({tuple(sorted(t.params.items())) for t in found}) == 7
 
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@BACKENDS
 def test_workers_carry_on_when_the_database_drops_their_connections(
-    workdir: Path, postgres_url: str
+    workdir: Path, postgres_url: str, backend: str
 ):
     study = tiny_study(
         task={"source": "adding", "seq_len": 20, "n_train": 600, "n_val": 64, "n_test": 64},
         budget={"max_epochs": 2},
     )
+    storage = backend + postgres_url
     proc = start(
         workdir,
         write_study(workdir / "s.yaml", study),
-        postgres_url,
+        storage,
         "--workers",
         "2",
         "--max-trials",
@@ -135,7 +150,7 @@ def test_workers_carry_on_when_the_database_drops_their_connections(
     killed = 0
     try:
         # two workers import torch, Lightning and MLflow first: minutes on a loaded machine
-        wait_until(lambda: running_trials(postgres_url), timeout=300, what="a trial to start")
+        wait_until(lambda: running_trials(storage), timeout=300, what="a trial to start")
         for _ in range(3):  # what a database restart does to every open connection
             with admin.connect() as conn:
                 killed += len(
@@ -152,9 +167,9 @@ def test_workers_carry_on_when_the_database_drops_their_connections(
         admin.dispose()
     out = finish(proc)
     assert killed > 0
-    trials = optuna.load_study(study_name="tiny", storage=postgres_url).trials
-    assert len(trials) == 8 and not [t for t in trials if t.state.name == "RUNNING"], out
-    assert sum(t.state.name == "COMPLETE" for t in trials) >= 6, [t.state.name for t in trials]
+    found = trials(storage)
+    assert len(found) == 8 and not [t for t in found if t.state.name == "RUNNING"], out
+    assert sum(t.state.name == "COMPLETE" for t in found) >= 6, [t.state.name for t in found]
 
 
 @pytest.mark.postgres

@@ -17,17 +17,38 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, tiny_study, wait_for_training, write_study
+from tests.conftest import ROOT, open_storage, tiny_study, wait_for_training, write_study
 from tuner.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        "journal-file",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("journal-postgresql", marks=pytest.mark.postgres),
+    ]
+)
 def storage(request: pytest.FixtureRequest, workdir: Path) -> str:
+    """Every storage rnn-tuner runs on: Optuna's RDB storage on SQLite and PostgreSQL, its
+    journal in a file and in a PostgreSQL table (tuner.journal)."""
     if request.param == "sqlite":
         return f"sqlite:///{workdir}/rnn_tuner.db"
-    return request.getfixturevalue("postgres_url")
+    if request.param == "journal-file":
+        return f"journal:///{workdir}/rnn_tuner.log"
+    url = request.getfixturevalue("postgres_url")
+    return url if request.param == "postgresql" else f"journal+{url}"
+
+
+@pytest.fixture
+def rdb_storage(storage: str) -> str:
+    """The tests that cut the connection at one of Optuna's RDB statements: the journal's
+    statements are its own (the dropped-connection test of tests/test_team.py covers it)."""
+    if storage.startswith("journal"):
+        pytest.skip("cuts Optuna's RDB statements")
+    return storage
 
 
 def run(study_file: Path, storage: str, *args: str):
@@ -51,7 +72,11 @@ def start(workdir: Path, study_file: Path, storage: str, *args: str) -> subproce
 
 
 def trials(storage: str, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=storage).trials
+    opened = open_storage(storage)
+    try:
+        return optuna.load_study(study_name=name, storage=opened).trials
+    finally:
+        opened.engine.dispose()
 
 
 def trial_runs(workdir: Path, experiment: str = "tiny") -> list:
@@ -104,12 +129,12 @@ PARAM_WRITE = ("INSERT INTO TRIAL_PARAMS ",)  # a sampled value, written before 
 
 
 @pytest.fixture
-def cut_connection(storage: str, monkeypatch: pytest.MonkeyPatch):
+def cut_connection(rdb_storage: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("tuner.study._DB_RETRY_WAIT", 0.0)  # the retries' waits, not their count
     installed: list[CutConnection] = []
 
     def install(prefix: tuple[str, ...], times: int) -> CutConnection:
-        installed.append(CutConnection(storage, prefix, times))
+        installed.append(CutConnection(rdb_storage, prefix, times))
         sa.event.listen(sa.Engine, "before_cursor_execute", installed[-1])
         return installed[-1]
 

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from tuner.config import StudyConfig, load_study_file, parse_study
-from tuner.urls import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, absolute_sqlite, is_sqlite, redact
+from tuner.urls import (
+    DEFAULT_STORAGE,
+    DEFAULT_TRACKING_URI,
+    absolute_sqlite,
+    redact,
+    shared_by_processes,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -84,11 +90,12 @@ def _run_request(req: Any, workers: int) -> None:
     from tuner.cli import mlflow_defaults
 
     mlflow_defaults()
-    if workers > 1 and is_sqlite(req.storage):
+    if workers > 1 and not shared_by_processes(req.storage):
         raise ValueError(
-            f"workers={workers} needs a database that several processes can write at once; "
-            f"{redact(req.storage)} is SQLite. Pass storage='postgresql+psycopg://USER@HOST/DB' "
-            "(docs/team.md) or run one worker."
+            f"workers={workers} needs a storage that several processes can write at once; "
+            f"{redact(req.storage)} is SQLite. Pass storage='journal:///rnn_tuner.log' (this "
+            "machine) or 'journal+postgresql+psycopg://USER@HOST/DB' (docs/team.md), or run "
+            "one worker."
         )
     if workers > 1:
         from tuner.launch import run_workers

@@ -2,8 +2,9 @@
 worker on every machine: exactly M trials, however many workers race for the last ones) and
 `--n-trials N` (this command's own trials, shared by its local workers).
 
-The count lives in a one-row-per-study table next to Optuna's own, in the same database; a slot
-is claimed by one atomic conditional UPDATE, so no lock is held while a trial runs.
+The count lives in a one-row-per-study table next to Optuna's own, in the same database (a
+journal storage's SQL tables: tuner.journal); a slot is claimed by one atomic conditional UPDATE,
+so no lock is held while a trial runs.
 """
 
 from __future__ import annotations
@@ -17,60 +18,74 @@ from optuna.trial import TrialState
 
 from tuner.study import has_running_trials
 
-_TABLE = sa.Table(
-    "rnn_tuner_budget",
-    sa.MetaData(),
-    sa.Column("study_id", sa.Integer, primary_key=True),
-    sa.Column("claimed", sa.Integer, nullable=False),
-)
+_TABLES: dict[str, sa.Table] = {}
+
+
+def _table(storage: Any) -> sa.Table:
+    """The budget table of `storage`: `rnn_tuner_budget` beside Optuna's RDB tables; a journal
+    storage's own (its study ids are numbered apart from the RDB studies' in one database)."""
+    name = getattr(storage, "table_prefix", "rnn_tuner") + "_budget"
+    if name not in _TABLES:
+        _TABLES[name] = sa.Table(
+            name,
+            sa.MetaData(),
+            sa.Column("study_id", sa.Integer, primary_key=True),
+            sa.Column("claimed", sa.Integer, nullable=False),
+        )
+    return _TABLES[name]
 
 
 class TrialBudget:
-    def __init__(self, engine: sa.Engine, study_id: int, limit: int, already_run: int) -> None:
-        """`already_run` counts the study's trials from before any budget: they use slots too."""
-        self.engine, self.study_id, self.limit = engine, study_id, limit
+    def __init__(self, storage: Any, study_id: int, limit: int, already_run: int) -> None:
+        """`storage`: the study's (its SQL tables at `storage.engine`). `already_run` counts
+        the study's trials from before any budget: they use slots too."""
+        self.storage, self.study_id, self.limit = storage, study_id, limit
+        self.engine, self.table = storage.engine, _table(storage)
         # Workers starting together race to create the table and the row: the loser's error
         # only says that the winner did it.
         with contextlib.suppress(sa.exc.ProgrammingError, sa.exc.IntegrityError):
-            _TABLE.create(engine, checkfirst=True)
-        with contextlib.suppress(sa.exc.IntegrityError), engine.begin() as conn:
-            row = conn.execute(sa.select(_TABLE.c.study_id).where(_TABLE.c.study_id == study_id))
+            self.table.create(self.engine, checkfirst=True)
+        with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as conn:
+            table = self.table
+            row = conn.execute(sa.select(table.c.study_id).where(table.c.study_id == study_id))
             if row.first() is None:
-                conn.execute(_TABLE.insert().values(study_id=study_id, claimed=already_run))
+                conn.execute(table.insert().values(study_id=study_id, claimed=already_run))
 
     def claim(self) -> bool:
         """Take one slot if any is left."""
+        table = self.table
         with self.engine.begin() as conn:
             result = conn.execute(
-                _TABLE.update()
-                .where(_TABLE.c.study_id == self.study_id, _TABLE.c.claimed < self.limit)
-                .values(claimed=_TABLE.c.claimed + 1)
+                table.update()
+                .where(table.c.study_id == self.study_id, table.c.claimed < self.limit)
+                .values(claimed=table.c.claimed + 1)
             )
             return result.rowcount == 1
 
     def release(self) -> None:
         """Give back a slot whose trial never ran."""
-        release_slot(self.engine, self.study_id)
+        release_slot(self.storage, self.study_id)
 
     @property
     def claimed(self) -> int:
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(_TABLE.c.claimed).where(_TABLE.c.study_id == self.study_id)
+                sa.select(self.table.c.claimed).where(self.table.c.study_id == self.study_id)
             )
             return int(row.scalar_one())
 
 
-def release_slot(engine: sa.Engine, study_id: int) -> None:
+def release_slot(storage: Any, study_id: int) -> None:
     """Give a slot back (no-op for a study without a budget): its trial never ran, or died with
     its worker and is queued again."""
-    with engine.begin() as conn:
-        if not sa.inspect(conn).has_table(_TABLE.name):
+    table = _table(storage)
+    with storage.engine.begin() as conn:
+        if not sa.inspect(conn).has_table(table.name):
             return
         conn.execute(
-            _TABLE.update()
-            .where(_TABLE.c.study_id == study_id, _TABLE.c.claimed > 0)
-            .values(claimed=_TABLE.c.claimed - 1)
+            table.update()
+            .where(table.c.study_id == study_id, table.c.claimed > 0)
+            .values(claimed=table.c.claimed - 1)
         )
 
 

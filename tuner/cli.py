@@ -34,6 +34,7 @@ TRACKING_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own convention
 # The worker's index among the study's workers, as a cluster numbers them: a Kubernetes Indexed
 # Job's pod, a Slurm job-array task. It tags the worker's trial runs and its output lines.
 WORKER_INDEX_ENVS = ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID")
+WORKERS_ENV = "RNN_TUNER_WORKERS"  # --workers' default, e.g. 1 in a container scaled by compose
 THREADS_ENV = "OMP_NUM_THREADS"  # OpenMP's own: fixes the threads of every trial
 RAY_ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own; `ray job submit` sets it for the command it runs
 # What Ray's workers take from this shell (a remote node has none of it): MLflow's settings and
@@ -250,8 +251,10 @@ def validate(study_file: Path) -> None:
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    help="Worker processes on this machine, each with its share of the CPU threads (default "
-    "1); with --ray, worker actors on the cluster (default: as many as it fits).",
+    envvar=WORKERS_ENV,
+    help=f"Worker processes on this machine. Default: ${WORKERS_ENV}, else one per core on a "
+    "storage several processes share (a journal, PostgreSQL), else 1; with --ray, worker "
+    "actors on the cluster (default: as many as it fits).",
 )
 @click.option(
     "--ray",
@@ -315,9 +318,12 @@ def run(
     ray_plan = _ray_plan(cfg, ray_address, workers)
     if ray_plan is not None:
         _refuse_sqlite_on_ray(req.storage, req.tracking_uri, ray_plan.address)
+    elif workers is None:
+        workers = _default_workers(req)
     _refuse_sqlite_for_many(req.storage, workers or 1)
     click.echo(
-        f"study {req.study_name!r} in {redact(req.storage)}; MLflow at {redact(req.tracking_uri)}",
+        f"study {req.study_name!r} in {redact(req.storage)}; MLflow at {redact(req.tracking_uri)}"
+        + (f"; {workers} workers" if ray_plan is None and workers > 1 else ""),
         err=True,
     )
     if ray_plan is not None:
@@ -344,15 +350,28 @@ def _thread_settings():  # noqa: ANN202 - tuner.threads.Threads
     return Threads(fixed=int(value))
 
 
-def _refuse_sqlite_for_many(storage: str, workers: int) -> None:
-    from tuner.urls import is_sqlite
+def _default_workers(req) -> int:  # noqa: ANN001 - RunRequest
+    """One per core (tuner.threads.default_workers) where several processes may share the
+    storage; one on SQLite, and one under a cluster's worker index (the cluster places them)."""
+    from tuner.threads import default_workers
+    from tuner.urls import shared_by_processes
 
-    if workers > 1 and is_sqlite(storage):
+    if req.worker_index is not None or not shared_by_processes(req.storage):
+        return 1
+    trials = [n for n in (req.n_trials, req.max_trials) if n is not None]
+    return default_workers(req.threads.fixed, min(trials) if trials else None)
+
+
+def _refuse_sqlite_for_many(storage: str, workers: int) -> None:
+    from tuner.urls import shared_by_processes
+
+    if workers > 1 and not shared_by_processes(storage):
         _fail(
-            f"--workers {workers} needs a database that several processes can write at once; "
-            f"{redact(storage)} is SQLite, which is for one process. Use a PostgreSQL URL "
-            "(--storage postgresql+psycopg://USER:PASSWORD@HOST:5432/DB, see docs/team.md), "
-            "or run one worker.",
+            f"--workers {workers} needs a storage that several processes can write at once; "
+            f"{redact(storage)} is SQLite, which is for one process. On this machine use a "
+            "journal file (--storage journal:///rnn_tuner.log); across machines PostgreSQL "
+            "(--storage journal+postgresql+psycopg://USER:PASSWORD@HOST:5432/DB, see "
+            "docs/team.md); or run one worker.",
             BAD_INPUT,
         )
 
@@ -523,13 +542,66 @@ def best(study: str, storage: str | None) -> None:
     _with_study_errors(lambda: click.echo(best_yaml(url, study), nl=False))
 
 
+@main.command()
+@click.argument("study")
+@click.option("--from", "source", metavar="URL", required=True, help="The storage it is in now.")
+@click.option("--to", "destination", metavar="URL", required=True, help="The storage to copy to.")
+@click.option("--to-study-name", metavar="NAME", help="Its name there (default: the same).")
+def migrate(study: str, source: str, destination: str, to_study_name: str | None) -> None:
+    """Copy STUDY to another storage with optuna.copy_study, e.g. from SQLite or PostgreSQL to
+    a journal: `rnn-tuner migrate quickstart --from sqlite:///rnn_tuner.db --to
+    journal:///rnn_tuner.log`. The source keeps its copy; MLflow is untouched."""
+    from tuner.optuna_tools import migrate as copy
+
+    _quiet_libraries()
+    _study_name(study, "STUDY")
+    if to_study_name is not None:
+        _study_name(to_study_name, "--to-study-name")
+    src = _checked_url(storage_problem, True, (source, "--from"))[0]
+    dst = _checked_url(storage_problem, False, (destination, "--to"))[0]
+    copied: list[int] = []
+    _with_study_errors(lambda: copied.append(copy(study, src, dst, to_study_name)))
+    click.echo(f"copied study {study!r} ({copied[0]} trials) to {redact(dst)}")
+
+
+@main.command(
+    "optuna",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def optuna_command(args: tuple[str, ...]) -> None:
+    """The stock `optuna` command, also on a journal in PostgreSQL: `rnn-tuner optuna trials
+    --storage journal+postgresql+psycopg://USER@HOST/DB --study-name NAME`."""
+    from tuner.optuna_tools import optuna_cli
+
+    for i, arg in enumerate(args[:-1]):
+        if arg == "--storage":
+            remember_secrets(args[i + 1])
+    sys.exit(optuna_cli(list(args)))
+
+
+@main.command()
+@_storage_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def dashboard(storage: str | None, host: str, port: int) -> None:
+    """optuna-dashboard on the study storage, journals included (it has no login: keep it on
+    127.0.0.1 and reach it through an SSH tunnel)."""
+    from tuner.optuna_tools import dashboard as serve
+
+    _quiet_libraries()
+    url, _ = _storage(storage, must_exist=True)
+    _with_study_errors(lambda: serve(url, host, port))
+
+
 def _with_study_errors(action) -> None:  # noqa: ANN001
     from tuner.report import NoSuchStudy
     from tuner.study import StorageError
 
     try:
         action()
-    except NoSuchStudy as e:
+    except (NoSuchStudy, BadInput) as e:
         _fail(str(e), BAD_INPUT)
     except StorageError as e:
         _fail(str(e), exit_code(e))

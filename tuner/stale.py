@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
 from tuner.budget import release_slot
@@ -20,18 +20,18 @@ class StaleTrialHandler:
 
     def __init__(self, tracker: Tracker, grace_period: int) -> None:
         self.tracker, self.grace_period = tracker, grace_period
-        self.storage: Any = None  # the RDBStorage this handler is given to
+        self.storage: Any = None  # the storage this handler is given to
         self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         reason = f"worker lost: no heartbeat for {self.grace_period} s; queued again"
         self.tracker.finish_trial(trial.user_attrs.get("mlflow_run_id"), "FAIL", [], {}, reason)
         study_id = self.storage.get_study_id_from_name(study.study_name)
-        release_slot(self.storage.engine, study_id)  # the retry takes its place
+        release_slot(self.storage, study_id)  # the retry takes its place
         self.retry(study, trial)
 
 
-def storage_with_heartbeats(url: str, tracker: Tracker, block: StudyBlock) -> RDBStorage:
+def storage_with_heartbeats(url: str, tracker: Tracker, block: StudyBlock) -> BaseStorage:
     """The study's storage, its trials beating every `heartbeat_interval` s; a trial silent for
     `grace_period` s is handed to a `StaleTrialHandler`."""
     on_stale = StaleTrialHandler(tracker, block.grace_period)

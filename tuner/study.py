@@ -15,14 +15,14 @@ from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy as sa
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
 from tuner.plugins import PRUNERS, SAMPLERS, WARMUP_PRUNERS, Defaults, build
 from tuner.space import grid_space
-from tuner.urls import is_sqlite, redact
+from tuner.urls import is_journal, is_sqlite, journal_database, journal_file, redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,27 +83,14 @@ def make_storage(
     *,
     heartbeat_interval: int = 10,
     grace_period: int = 60,
-) -> RDBStorage:
-    """An RDB storage with heartbeats; PostgreSQL connections pre-pinged and pooled."""
-    if is_sqlite(url):
-        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}}
-    else:
-        engine_kwargs = {
-            "pool_pre_ping": True,  # a restarted server or an idle timeout costs one reconnect
-            "pool_size": 2,
-            "max_overflow": 2,
-            "pool_recycle": 1800,
-            "connect_args": {"connect_timeout": 10},
-        }
+) -> BaseStorage:
+    """The study's storage, chosen by the URL: Optuna's RDB storage for a database URL, its
+    journal for a `journal` URL (tuner.journal); both with heartbeats, their SQL tables (the
+    budget's, the heartbeats') reached through `.engine`. PostgreSQL connections are
+    pre-pinged and pooled."""
     for attempt in range(_SCHEMA_RACE_RETRIES):
         try:
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=stale_trial_callback,
-            )
+            return _storage(url, stale_trial_callback, heartbeat_interval, grace_period)
         except Exception as e:  # noqa: BLE001 - SQLAlchemy and driver errors vary by backend
             if not _passing_at_open(e) or attempt == _SCHEMA_RACE_RETRIES - 1:
                 raise _open_error(url, e) from e
@@ -112,6 +99,44 @@ def make_storage(
 
 
 _SCHEMA_RACE_RETRIES = 5
+
+
+def _storage(
+    url: str, on_stale: Callable[..., None] | None, heartbeat_interval: int, grace_period: int
+) -> BaseStorage:
+    if is_journal(url):
+        from tuner.journal import file_journal, postgres_journal
+
+        beats: dict[str, Any] = {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": grace_period,
+            "on_stale": on_stale,
+        }
+        path = journal_file(url)
+        if path is not None:
+            return file_journal(path, **beats)
+        return postgres_journal(
+            sa.create_engine(journal_database(url), **_engine_kwargs(url)), **beats
+        )
+    return RDBStorage(
+        url,
+        engine_kwargs=_engine_kwargs(url),
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        heartbeat_stale_trial_callback=on_stale,
+    )
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if is_sqlite(url):
+        return {"connect_args": {"timeout": 30}}
+    return {
+        "pool_pre_ping": True,  # a restarted server or an idle timeout costs one reconnect
+        "pool_size": 2,
+        "max_overflow": 2,
+        "pool_recycle": 1800,
+        "connect_args": {"connect_timeout": 10},
+    }
 
 
 def _passing_at_open(e: Exception) -> bool:
@@ -135,7 +160,7 @@ def _open_error(url: str, e: Exception) -> StorageError:
     )
 
 
-def open_study(cfg: StudyConfig, storage: RDBStorage, name: str) -> tuple[optuna.Study, bool]:
+def open_study(cfg: StudyConfig, storage: BaseStorage, name: str) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when it exists; returns (study, created_here)."""
     pruner = make_pruner(cfg)
     try:

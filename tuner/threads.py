@@ -1,5 +1,8 @@
 """Intra-op torch threads per trial, chosen by the network's size (docs/performance.md, "Threads").
 
+The same rule sets how many workers `rnn-tuner run` starts when not told (`default_workers`):
+one per core, since each trial of a small network keeps one core busy.
+
 Measured by `python -m benchmarks --only threads`: a second thread buys nothing for networks of
 the quickstart's size or the classic small word-level LSTM language model, and costs a lot as
 soon as another process wants a core. So a trial trains on one thread unless its network has at
@@ -11,11 +14,36 @@ tuner.cli does it. Nothing heavy is imported here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
 # The smallest network measured where a second thread was not slower; below it, one thread.
 SECOND_THREAD_FROM = 20_000_000
+# Memory set aside per default worker: a process with torch, Lightning and MLflow imported and a
+# small network training stays well under it (a budget, not a measurement of every study).
+WORKER_MEMORY = 1 << 30
+
+
+def cores() -> int:
+    """The cores this process may run on (a taskset or cgroup cpuset counts, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(fixed_threads: int | None, trials: int | None) -> int:
+    """Workers for `rnn-tuner run` without --workers, on a storage several processes share: one
+    per core (a trial below SECOND_THREAD_FROM parameters trains on one thread; a fixed
+    OMP_NUM_THREADS=k takes k cores per worker), at most one per WORKER_MEMORY of memory, and
+    no more than the `trials` there are to run."""
+    n = cores() // (fixed_threads or 1)
+    with contextlib.suppress(ValueError, OSError, AttributeError):  # sysconf where it exists
+        n = min(n, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // WORKER_MEMORY)
+    if trials is not None:
+        n = min(n, trials)
+    return max(1, n)
 
 
 @dataclass(frozen=True)

@@ -66,20 +66,47 @@ def remember_secret(value: str | None) -> None:
 
 
 def absolute_sqlite(url: str) -> str:
-    """`sqlite:///x.db` -> `sqlite:////cwd/x.db`: says where the file is, and keeps one process
-    that changes directory from reusing MLflow's cached store of another directory."""
-    prefix = "sqlite:///"
-    if (
-        not url.startswith(prefix)
-        or url.startswith(prefix + "/")
-        or url[len(prefix) :] in ("", ":memory:")
-    ):
+    """`sqlite:///x.db` -> `sqlite:////cwd/x.db` (and `journal:///x` likewise): says where the
+    file is, and keeps one process that changes directory from reusing MLflow's cached store of
+    another directory."""
+    prefix = next((p for p in ("sqlite:///", f"{JOURNAL}:///") if url.startswith(p)), None)
+    if prefix is None or url.startswith(prefix + "/") or url[len(prefix) :] in ("", ":memory:"):
         return url
     return prefix + str(Path(url[len(prefix) :]).resolve())
 
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:")
+
+
+# ---------------------------------------------------------------- journal storage URLs
+# `journal:///FILE`: Optuna's journal in a file on this machine (several local workers).
+# `journal+postgresql+psycopg://USER@HOST/DB`: the journal in a PostgreSQL table; the part after
+# `journal+` is the database's own SQLAlchemy URL (a `postgresql+journal` driver would clash
+# with SQLAlchemy's `dialect+driver`).
+JOURNAL = "journal"
+
+
+def is_journal(url: str) -> bool:
+    return url.startswith((f"{JOURNAL}:", f"{JOURNAL}+"))
+
+
+def journal_file(url: str) -> str | None:
+    """The log file of a `journal:///FILE` URL; None for a journal in a database."""
+    if not url.startswith(f"{JOURNAL}:"):
+        return None
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    return rest[1:] if rest.startswith("/") else rest
+
+
+def journal_database(url: str) -> str:
+    """`journal+postgresql+psycopg://...` -> `postgresql+psycopg://...`."""
+    return url[len(JOURNAL) + 1 :]
+
+
+def shared_by_processes(url: str) -> bool:
+    """Whether several worker processes may write this storage at once (SQLite: one only)."""
+    return not is_sqlite(url)
 
 
 # ---------------------------------------------------------------- checks without a server
@@ -90,6 +117,8 @@ def storage_problem(url: str, *, must_exist: bool = False) -> str | None:
     nothing. `must_exist`: a command that only reads (status, best, report) creates nothing."""
     if not url.strip():
         return f"is empty; give a database URL such as {DEFAULT_STORAGE}"
+    if is_journal(url):
+        return _journal_problem(url, must_exist)
     if "://" not in url:
         return (
             f"{redact(url)!r} is not a database URL; for a file write sqlite:///{redact(url)}, "
@@ -102,6 +131,28 @@ def storage_problem(url: str, *, must_exist: bool = False) -> str | None:
             "(a file) or postgresql+psycopg://USER:PASSWORD@HOST:5432/DB (a server)"
         )
     return _driver_problem(url) or _sqlite_file_problem(url, must_exist, "study database")
+
+
+def _journal_problem(url: str, must_exist: bool) -> str | None:
+    path = journal_file(url)
+    if path is None:
+        database = journal_database(url)
+        if not database.startswith("postgresql"):
+            return (
+                f"{redact(url)}: a journal is kept in a file (journal:///FILE) or in PostgreSQL "
+                "(journal+postgresql+psycopg://USER:PASSWORD@HOST:5432/DB)"
+            )
+        return _driver_problem(database)
+    if not path or not url.startswith(f"{JOURNAL}:///"):
+        return f"{redact(url)} names no file; write journal:///FILE, e.g. journal:///rnn_tuner.log"
+    file = Path(path)
+    if file.is_dir():
+        return f"{file.resolve()} is a directory; name a file in it"
+    if must_exist and not file.exists():
+        return f"no study journal at {file.resolve()} (nothing was created); check the path"
+    if not file.parent.is_dir():
+        return f"the directory {file.parent.resolve()} does not exist; create it or fix the path"
+    return None if must_exist else _unwritable(file.parent)
 
 
 def tracking_problem(uri: str, *, must_exist: bool = False) -> str | None:
@@ -132,6 +183,8 @@ def same_database(storage: str, tracking_uri: str) -> bool:
 
 
 def _database_identity(url: str) -> tuple[str, ...] | None:
+    if is_journal(url):
+        return None if journal_file(url) is not None else _database_identity(journal_database(url))
     if is_sqlite(url):
         path = sqlite_path(url)
         return None if path is None else ("sqlite", str(path.resolve()))

@@ -233,9 +233,7 @@ def _study_budget(study: optuna.Study, storage: Any, max_trials: int | None) -> 
     if max_trials is None:
         return None
     study_id = storage.get_study_id_from_name(study.study_name)
-    return retrying(
-        lambda: TrialBudget(storage.engine, study_id, max_trials, trials_counted(study))
-    )
+    return retrying(lambda: TrialBudget(storage, study_id, max_trials, trials_counted(study)))
 
 
 class RecordTrial:

@@ -150,7 +150,7 @@ FLAGS = [
     run_case("timeout-zero", r"--timeout.*0", "--timeout", "0"),
     run_case("workers-zero", r"--workers.*0 is not in the range", "--workers", "0"),
     run_case(
-        "workers-sqlite", r"--workers 2 needs a database that several processes", "--workers", "2"
+        "workers-sqlite", r"--workers 2 needs a storage that several processes", "--workers", "2"
     ),
     run_case("max-trials-zero", r"--max-trials.*0 is not in the range", "--max-trials", "0"),
     run_case("unknown-flag", r"No such option '--ntrials'.*--n-trials", "--ntrials", "3"),

@@ -1,0 +1,163 @@
+"""Optuna's journal storage (tuner.journal): in a file for several workers on one machine, in a
+PostgreSQL table for many machines; read by Optuna's own tools and reached from an RDB study by
+`rnn-tuner migrate`. The worker's budget, signal and dead-worker tests run on it in
+tests/test_worker.py, the team tests in tests/test_team.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import ROOT, open_storage, tiny_study, write_study
+from tests.servers import free_port, serve
+from tuner.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+@pytest.fixture(params=["file", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def journal(request: pytest.FixtureRequest, workdir: Path) -> str:
+    if request.param == "file":
+        return f"journal:///{workdir}/rnn_tuner.log"
+    return "journal+" + request.getfixturevalue("postgres_url")
+
+
+def invoke(*args: str, code: int = 0):
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == code, result.output
+    return result
+
+
+def trials(storage: str, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
+    opened = open_storage(storage)
+    try:
+        return optuna.load_study(study_name=name, storage=opened).trials
+    finally:
+        opened.engine.dispose()
+
+
+@pytest.mark.slow
+def test_local_workers_share_a_journal_with_an_exact_budget(workdir: Path, journal: str):
+    study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuner", "run", str(study_file), "--storage", journal]
+        + ["--workers", "2", "--max-trials", "5"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = trials(journal)
+    assert sorted(t.number for t in found) == list(range(5)), proc.stdout
+    assert all(t.state.name == "COMPLETE" for t in found)
+    assert proc.stdout.count("study 'tiny': ") == 2  # both workers ran and reported
+    # the study's budget is spent: another run starts nothing
+    again = invoke("run", str(study_file), "--storage", journal, "--max-trials", "5")
+    assert "no trials here" in again.output and len(trials(journal)) == 5
+
+
+def test_a_sqlite_study_migrates_to_a_journal_and_carries_on(workdir: Path, journal: str):
+    study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
+    old = f"sqlite:///{workdir}/rnn_tuner.db"
+    invoke("run", str(study_file), "--storage", old, "--n-trials", "2")
+    out = invoke("migrate", "tiny", "--from", old, "--to", journal).output
+    assert "copied study 'tiny' (2 trials)" in out
+    moved, kept = trials(journal), trials(old)
+    assert [t.params for t in moved] == [t.params for t in kept]
+    assert [t.values for t in moved] == [t.values for t in kept]
+    # the same MLflow parent run, and the study goes on where it was
+    invoke("run", str(study_file), "--storage", journal, "--max-trials", "3")
+    after = trials(journal)
+    assert [t.number for t in after] == [0, 1, 2]
+    assert optuna.load_study(study_name="tiny", storage=open_storage(journal)).user_attrs == (
+        optuna.load_study(study_name="tiny", storage=old).user_attrs
+    )
+    again = invoke("migrate", "tiny", "--from", old, "--to", journal, code=2).output
+    assert "already holds a study 'tiny'" in again
+
+
+def test_stock_optuna_cli_reads_a_journal(workdir: Path, journal: str):
+    study_file = write_study(
+        workdir / "s.yaml", tiny_study(budget={"n_trials": 2, "max_epochs": 1})
+    )
+    invoke("run", str(study_file), "--storage", journal)
+    listed = invoke("optuna", "trials", "--storage", journal, "--study-name", "tiny", "-f", "json")
+    assert [t["state"] for t in json.loads(listed.output)] == ["COMPLETE", "COMPLETE"]
+    if journal.startswith("journal:"):  # a journal file: the stock command as installed
+        optuna_cli = Path(sys.executable).with_name("optuna")
+        stock = subprocess.run(
+            [str(optuna_cli), "trials", "--storage", "rnn_tuner.log", "--study-name", "tiny"],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert stock.returncode == 0, stock.stderr
+        assert stock.stdout.count("COMPLETE") == 2
+
+
+def test_optuna_dashboard_serves_a_journal_study(workdir: Path, journal: str):
+    study_file = write_study(
+        workdir / "s.yaml", tiny_study(budget={"n_trials": 1, "max_epochs": 1})
+    )
+    invoke("run", str(study_file), "--storage", journal)
+    port = free_port()
+    argv = [sys.executable, "-m", "tuner", "dashboard", "--storage", journal, "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    env = {"PYTHONPATH": str(ROOT)}
+    with (
+        serve(argv, url, ready_path="/api/studies", env=env, cwd=workdir, timeout=120),
+        urllib.request.urlopen(f"{url}/api/studies", timeout=10) as response,
+    ):
+        studies = json.load(response)["study_summaries"]
+    assert [s["study_name"] for s in studies] == ["tiny"]
+
+
+def test_a_journal_url_that_cannot_work_is_a_clear_error(workdir: Path):
+    bad = invoke("status", "--storage", "journal:///nowhere/x.log", code=2).output
+    assert "no study journal at" in bad
+    mysql = invoke("status", "--storage", "journal+mysql://u:hunter2@h/db", code=2).output
+    assert "journal+postgresql+psycopg://" in mysql and "hunter2" not in mysql
+
+
+@pytest.mark.slow
+def test_run_starts_one_worker_per_core_by_default_with_an_exact_budget(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("one core: the default is one worker")
+    monkeypatch.delenv("RNN_TUNER_WORKERS")  # the user's default, not the tests' one worker
+    journal = f"journal:///{workdir}/rnn_tuner.log"
+    study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuner", "run", str(study_file), "--storage", journal]
+        + ["--max-trials", "5"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    expected = min(cores, 5)
+    assert f"; {expected} workers" in proc.stderr
+    assert len(set(re.findall(r"^\[w(\d+)\] study 'tiny': ", proc.stdout, re.M))) == expected
+    assert sorted(t.number for t in trials(journal)) == list(range(5))
+    # --workers 1 is one worker, and SQLite (one process) stays at one without being asked
+    one = invoke(
+        "run", str(study_file), "--storage", f"sqlite:///{workdir}/x.db", "--n-trials", "1"
+    )
+    assert "workers" not in one.output.split("\n")[0]
