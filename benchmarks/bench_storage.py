@@ -6,11 +6,13 @@ does) for a fixed window, long enough for a few trials per worker. Compared side
 alternating order (the sampler is random in every mode: the figures are the storage's, not TPE's):
 
   rdb         Optuna's RDBStorage used directly: `study.optimize(objective, timeout=...)`
-  tuner       what an rnn-tuner worker does: `make_storage` (heartbeats, pre-pinged pool), one
-              budget claim per trial, `optimize(n_trials=1)`, the best trial read after each
-and, at 16 workers, what-ifs that look for what would double `rdb`'s throughput:
-  tuner-lean  `tuner` without the pruning checks the pruner answers "no" to unread (warm-up)
-  journal     Optuna's JournalStorage with its log in a PostgreSQL table (`PostgresJournal`)
+  tuner       what an rnn-tuner worker does on its storage for many workers, the journal in a
+              PostgreSQL table (`journal+postgresql...`, tuner.journal): `make_storage` (heartbeats,
+              pre-pinged pool), one budget claim per trial, `optimize(n_trials=1)`, the best trial
+              read after each
+and, at 16 workers, what-ifs:
+  tuner-rdb   `tuner` on a plain PostgreSQL URL: Optuna's RDB tables (rnn-tuner's path before)
+  tuner-lean  `tuner-rdb` without the pruning checks the pruner answers "no" to unread (warm-up)
   grpc        Optuna's gRPC storage proxy in front of the database (only where grpcio is installed)
 
 Reported: trials/s finished inside the window, p95 of a trial's time in storage calls (ms), and
@@ -18,8 +20,8 @@ zero lost or duplicated trials (every trial a worker finished is in the database
 none left running, none there that no worker ran, every budget slot claimed became a trial).
 
 Growth: one trial (ask, the quickstart search space, ten reports with `should_prune`, tell) with
-rnn-tuner's sampler (TPE, constant liar) and pruner (median), in a study already holding 10,000
-trials against one holding 100, alternating.
+rnn-tuner's sampler (TPE, constant liar) and pruner (median) on the `tuner` storage, in a study
+already holding 10,000 trials against one holding 100, alternating.
 
     python -m benchmarks --only storage [--quick]
 """
@@ -27,7 +29,6 @@ trials against one holding 100, alternating.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import socket
 import sys
@@ -37,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from benchmarks.common import (
@@ -68,7 +68,9 @@ _PRUNER_CFG = parse_study(
 
 def run(quick: bool) -> list[dict[str, Any]]:
     with postgres_database("storage") as url:
-        return stress(url, quick) + growth(url, quick)
+        rows = stress(url, quick)
+    with postgres_database("growth") as url:  # a log of its own: no stress windows to replay
+        return rows + growth(url, quick)
 
 
 # ---------------------------------------------------------------- stress
@@ -86,11 +88,7 @@ def stress(url: str, quick: bool) -> list[dict[str, Any]]:
     ctx = process_context()
     results: dict[tuple[int, str], list[dict[str, Any]]] = {}
     with contextlib.ExitStack() as stack:
-        # The journal's study ids start again at 0: its own database keeps them apart from the
-        # RDB studies' in the budget table.
         urls = {mode: url for mode in MODES}
-        if "journal" in what_ifs:
-            urls["journal"] = stack.enter_context(postgres_database("journal"))
         pool = Pool(ctx, max(sizes), _setup, _stress_worker)
         stack.callback(pool.close)
         proxy = _start_proxy(ctx, url) if "grpc" in what_ifs else None
@@ -145,10 +143,10 @@ def _brief(result: dict[str, Any]) -> str:
 # mode -> (storage kind, worker loop, pruning checks): see the module docstring.
 MODES = {
     "rdb": ("rdb", "optuna", "always"),
-    "tuner": ("tuner", "tuner", "always"),
-    # What-ifs, to find what would earn the target:
-    "tuner-lean": ("tuner", "tuner", "when-possible"),  # no check the pruner answers "no" to unread
-    "journal": ("journal", "tuner", "always"),  # Optuna's JournalStorage on a PostgreSQL log table
+    "tuner": ("tuner", "tuner", "always"),  # rnn-tuner's storage for many workers: the journal
+    # What-ifs:
+    "tuner-rdb": ("tuner-rdb", "tuner", "always"),  # rnn-tuner on Optuna's RDB tables
+    "tuner-lean": ("tuner-rdb", "tuner", "when-possible"),  # no check answered "no" unread
     "grpc": ("grpc", "optuna", "always"),  # Optuna's gRPC proxy in front of the database
 }
 BASE_MODES = ("rdb", "tuner")
@@ -158,21 +156,12 @@ def _storage(kind: str, url: str, study: str, port: int | None = None) -> Any:
     if kind == "rdb":
         return optuna.storages.RDBStorage(url)
     if kind == "tuner":
+        return make_storage(f"journal+{url}", heartbeat_interval=10, grace_period=60)
+    if kind == "tuner-rdb":
         return make_storage(url, heartbeat_interval=10, grace_period=60)
-    if kind == "journal":
-        # One log for the whole database, as a deployment would have: study ids stay unique.
-        return optuna.storages.JournalStorage(PostgresJournal(url, "journal"))
     storage = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)
     storage.wait_server_ready(timeout=30)
     return storage
-
-
-def _engine(storage: Any) -> sa.Engine:
-    return (
-        storage._backend.engine
-        if isinstance(storage, optuna.storages.JournalStorage)
-        else storage.engine
-    )
 
 
 def _window(
@@ -183,7 +172,7 @@ def _window(
     storage = _storage("rdb" if kind == "grpc" else kind, url, name)
     study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
     if MODES[mode][1] == "tuner":  # the first worker of a real run makes the table and the row
-        TrialBudget(_engine(storage), study._study_id, UNLIMITED, 0)
+        TrialBudget(storage, study._study_id, UNLIMITED, 0)
     task = {"mode": mode, "url": url, "study": name, "seconds": seconds}
     task["port"] = None if proxy is None else proxy[1]
     start, reports = pool.run(task, n, timeout=seconds + 120)
@@ -202,9 +191,9 @@ def _window(
     duplicated = len(numbers) - len(set(numbers)) + len(db_numbers) - len(set(db_numbers))
     duplicated += len(set(db_numbers) - set(numbers))
     if MODES[mode][1] == "tuner":
-        claimed = TrialBudget(_engine(storage), study._study_id, UNLIMITED, 0).claimed
+        claimed = TrialBudget(storage, study._study_id, UNLIMITED, 0).claimed
         lost += abs(claimed - len(db_trials))
-    _engine(storage).dispose()
+    storage.engine.dispose()
     return {
         "trials_per_s": len(in_window) / seconds,
         "p95_storage_ms": percentile([1000 * t["storage_s"] for t in in_window], 95),
@@ -220,7 +209,6 @@ def _setup() -> CallTimer:
     timer = CallTimer()
     wrap_storage(timer)
     timer.wrap(TrialBudget, "storage", ["claim"])
-    timer.wrap(PostgresJournal, "storage", ["read_logs", "append_logs"])
     return timer
 
 
@@ -237,7 +225,7 @@ def _stress_worker(task: dict[str, Any], timer: CallTimer, ready: Any) -> dict[s
     objective = _Objective(pruner if checks == "when-possible" else None)
     budget = None
     if loop == "tuner":
-        budget = TrialBudget(_engine(storage), study._study_id, UNLIMITED, 0)
+        budget = TrialBudget(storage, study._study_id, UNLIMITED, 0)
     trials: list[dict[str, Any]] = []
 
     def on_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -263,7 +251,7 @@ def _stress_worker(task: dict[str, Any], timer: CallTimer, ready: Any) -> dict[s
         while time.time() < deadline and budget.claim():
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[on_end])
     if kind != "grpc":
-        _engine(storage).dispose()
+        storage.engine.dispose()
     return {"trials": trials}
 
 
@@ -290,46 +278,6 @@ class _Objective:
             if can_prune and trial.should_prune():
                 raise optuna.TrialPruned()
         return value
-
-
-class PostgresJournal(optuna.storages.journal.BaseJournalBackend):
-    """A what-if: Optuna's JournalStorage with its log in a PostgreSQL table. A read fetches only
-    the entries since the last read; a write appends one row. Appends are serialised by an
-    advisory lock so that log numbers have no gaps and commit in order. Entries are JSON text, as
-    in Optuna's file journal (jsonb would refuse the NaN and Infinity a trial may report)."""
-
-    def __init__(self, url: str, table: str) -> None:
-        self.url, self.table = url, table
-        self.engine = sa.create_engine(url, pool_size=2, max_overflow=2)
-        with self.engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7317)"))  # one creator at a time
-            conn.execute(
-                sa.text(f"CREATE TABLE IF NOT EXISTS {table} (n bigint PRIMARY KEY, log text)")
-            )
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"url": self.url, "table": self.table}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["url"], state["table"])  # type: ignore[misc]
-
-    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(f"SELECT log FROM {self.table} WHERE n >= :n ORDER BY n"),
-                {"n": log_number_from},
-            )
-            return [json.loads(r[0]) for r in rows]
-
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7318)"))
-            first = conn.execute(sa.text(f"SELECT coalesce(max(n) + 1, 0) FROM {self.table}"))
-            n0 = int(first.scalar_one())
-            conn.execute(
-                sa.text(f"INSERT INTO {self.table} (n, log) VALUES (:n, :log)"),
-                [{"n": n0 + i, "log": json.dumps(log)} for i, log in enumerate(logs)],
-            )
 
 
 def _available(mode: str) -> bool:
@@ -377,13 +325,15 @@ def _growth(url: str, quick: bool) -> list[dict[str, Any]]:
     cfg = load_study_file(ROOT / "studies" / "quickstart.yaml")
     rounds = 8 if quick else 20
     seeds = _seed_trials(cfg, 100)
-    storage = make_storage(url)
+    seeding = _storage("tuner", url, "growth")
     sizes = {"small": 100, "big": 10_000}
     for key, size in sizes.items():
-        study = optuna.create_study(storage=storage, study_name=f"growth-{key}")
+        study = optuna.create_study(storage=seeding, study_name=f"growth-{key}")
         study.add_trials(seeds)
-        _replicate(storage.engine, study._study_id, len(seeds), size // len(seeds) - 1)
-    # Fresh study objects, as a worker joining a running study has: an empty trial cache.
+        _replicate(seeding, study._study_id, size // len(seeds) - 1)
+    seeding.engine.dispose()
+    # A fresh storage, as a worker joining a running study has: the log not yet replayed.
+    storage = _storage("tuner", url, "growth")
     studies = {
         key: optuna.load_study(
             study_name=f"growth-{key}",
@@ -468,31 +418,23 @@ def _seed_trials(cfg: Any, n: int) -> list[optuna.trial.FrozenTrial]:
     return memory.get_trials()
 
 
-def _replicate(engine: sa.Engine, study_id: int, n: int, copies: int) -> None:
-    """Copy the study's first n trials `copies` times inside the database (numbers n, n+1, ...),
-    with their parameters, values and learning curves, values jittered by up to 10%."""
-    if copies <= 0:
-        return
-    new = "nt.study_id = :sid AND nt.number >= :n"
-    pair = "JOIN trials st ON st.study_id = nt.study_id AND st.number = nt.number % :n"
-    statements = [
-        """INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete)
-           SELECT t.number + :n * k, t.study_id, t.state, t.datetime_start, t.datetime_complete
-           FROM trials t CROSS JOIN generate_series(1, :copies) AS k
-           WHERE t.study_id = :sid AND t.number < :n""",
-        f"""INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json)
-            SELECT nt.trial_id, p.param_name, p.param_value, p.distribution_json
-            FROM trials nt {pair} JOIN trial_params p ON p.trial_id = st.trial_id WHERE {new}""",
-        f"""INSERT INTO trial_values (trial_id, objective, value, value_type)
-            SELECT nt.trial_id, v.objective, v.value * (0.9 + 0.2 * random()), v.value_type
-            FROM trials nt {pair} JOIN trial_values v ON v.trial_id = st.trial_id WHERE {new}""",
-        f"""INSERT INTO trial_intermediate_values
-                (trial_id, step, intermediate_value, intermediate_value_type)
-            SELECT nt.trial_id, i.step, i.intermediate_value * (0.9 + 0.2 * random()),
-                   i.intermediate_value_type
-            FROM trials nt {pair} JOIN trial_intermediate_values i ON i.trial_id = st.trial_id
-            WHERE {new}""",
+def _replicate(storage: Any, study_id: int, copies: int) -> None:
+    """Append `copies` copies of the study's trials to the journal in one write (numbers go on
+    from the last), with their parameters and learning curves, values jittered by up to 10%."""
+    import random
+
+    rng = random.Random(0)
+    create = optuna.storages.journal._storage.JournalOperation.CREATE_TRIAL
+    made = [
+        log
+        for log in storage._backend.read_logs(0)
+        if log["op_code"] == create and log["study_id"] == study_id
     ]
-    with engine.begin() as conn:
-        for sql in statements:
-            conn.execute(sa.text(sql), {"sid": study_id, "n": n, "copies": copies})
+    logs = []
+    for _ in range(copies):
+        for log in made:
+            jitter = 0.9 + 0.2 * rng.random()
+            curve = {k: v * jitter for k, v in log["intermediate_values"].items()}
+            logs.append({**log, "value": log["value"] * jitter, "intermediate_values": curve})
+    if logs:
+        storage._backend.append_logs(logs)

@@ -301,11 +301,15 @@ class CallTimer:
 
 def wrap_storage(timer: CallTimer, category: str = "storage") -> None:
     """Time every Optuna storage method: the RDB storage, the cache Optuna puts in front of it,
-    the methods both inherit, and the gRPC proxy client."""
+    the journal storage and rnn-tuner's heartbeats on it, the methods they inherit, and the gRPC
+    proxy client."""
     import optuna.storages as st
     from optuna.storages._heartbeat import BaseHeartbeat
 
-    for cls in (st.BaseStorage, BaseHeartbeat, st.RDBStorage, st._CachedStorage):
+    from tuner.journal import JournalStudyStorage
+
+    owners = (st.BaseStorage, BaseHeartbeat, st.RDBStorage, st._CachedStorage, st.JournalStorage)
+    for cls in (*owners, JournalStudyStorage):
         timer.wrap(cls, category)
     with contextlib.suppress(ImportError, AttributeError):
         from optuna.storages._grpc.client import GrpcStorageProxy
