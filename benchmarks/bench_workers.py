@@ -15,19 +15,29 @@ Inside the workers, Optuna's storage methods (heartbeat thread included), the pr
 another counts once, under the outer one. Their sum per trial, as a share of the trial's time, is
 extrapolated to a 30-second trial.
 
+Default workers: the same study run by the real command, `rnn-tuner run FILE --storage
+journal:///...` without `--workers` (one worker per core: tuner.threads.default_workers) against
+`--workers 1`, alternating; trials per hour from the study's first finished trial to its last.
+Target: at least 0.9 x the cores.
+
     python -m benchmarks --only workers [--quick]
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
+import yaml
 
 from benchmarks.common import (
     CallTimer,
@@ -42,6 +52,8 @@ from benchmarks.common import (
 from tuner.budget import TrialBudget
 from tuner.config import parse_study
 from tuner.request import RunRequest
+from tuner.study import make_storage
+from tuner.threads import cores, default_workers
 from tuner.tracking import Tracker
 from tuner.worker import run_worker
 
@@ -94,7 +106,56 @@ def run(quick: bool) -> list[dict[str, Any]]:
                     print(f"  workers round {r}, {case}: {shown:.0f} {unit}", file=sys.stderr)
         finally:
             pool.close()
-    return [_scaling_row(throughput, trials), _share_row(trials)]
+    return [_scaling_row(throughput, trials), _share_row(trials), _default_workers_row(quick)]
+
+
+def _default_workers_row(quick: bool) -> dict[str, Any]:
+    """`rnn-tuner run` with its default workers against `--workers 1`, on a journal file."""
+    n_cores = cores()
+    trials = (3 if quick else 6) * n_cores
+    rates: dict[str, list[float]] = {"default": [], "1": []}
+    for r in range(1 if quick else 2):
+        for case in ("default", "1") if r % 2 == 0 else ("1", "default"):
+            rates[case].append(_command_rate(case, trials))
+            print(
+                f"  workers default row {r}, {case}: {rates[case][-1]:.0f} trials/h",
+                file=sys.stderr,
+            )
+    ratio = paired_ratio(rates["1"], rates["default"])
+    target = 0.9 * n_cores
+    return row(
+        f"trials/h, default workers ({default_workers(None, trials)}) vs --workers 1",
+        ratio,
+        f">= {target:.2g}",
+        ratio >= target,
+        summary=f"{median(rates['default']):.0f} vs {median(rates['1']):.0f} trials/h on {n_cores} cores",
+        trials_per_hour={k: median(v) for k, v in rates.items()},
+        per_round=[y / x for x, y in zip(rates["1"], rates["default"], strict=True)],
+    )
+
+
+def _command_rate(workers: str, trials: int) -> float:
+    """Trials per hour of one `rnn-tuner run` of `trials` trials in a fresh directory."""
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
+        study_file = Path(tmp) / "s.yaml"
+        study_file.write_text(yaml.safe_dump({**STUDY, "study": {"name": "default-workers"}}))
+        storage = f"journal:///{tmp}/s.log"
+        argv = [sys.executable, "-m", "tuner", "run", str(study_file), "--storage", storage]
+        argv += ["--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--n-trials", str(trials)]
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("RNN_TUNER_WORKERS", "OMP_NUM_THREADS")
+        }
+        if workers != "default":
+            env["RNN_TUNER_WORKERS"] = workers
+        subprocess.run(argv, cwd=tmp, env=env, check=True, capture_output=True, timeout=1800)
+        opened = make_storage(storage)
+        ends = sorted(
+            t.datetime_complete.timestamp()
+            for t in optuna.load_study(study_name="default-workers", storage=opened).trials
+            if t.datetime_complete is not None
+        )
+        opened.engine.dispose()
+    return 3600 * (len(ends) - 1) / (ends[-1] - ends[0])
 
 
 def _rate(trials: list[dict[str, Any]]) -> float:
