@@ -6,8 +6,9 @@ From Python (docs/python.md): `tuner.run`, `tuner.load`, `tuner.results`, `tuner
 A newcomer's path, from `rnn-tuner run studies/x.yaml` to the MLflow run of one trial:
   cli.run: config.load_study_file -> StudyConfig; a request.RunRequest; cli._run_one (or
     cli._run_many -> launch.run_workers: N processes, each calling worker.run_worker).
-  worker.run_worker: tracking.Tracker; stale.storage_with_heartbeats; study.open_study (sampler
-    and pruner from plugins); worker._attach_parent (the study's MLflow parent run).
+  worker.run_worker: tracking.Tracker; stale.storage_with_heartbeats (study.make_storage: Optuna's
+    RDB storage, or its journal for a `journal` URL: journal.JournalStudyStorage); study.open_study
+    (sampler and pruner from plugins); worker._attach_parent (the study's MLflow parent run).
   worker.run_trials, the loop: budget.Slots.claim, then study.optimize(n_trials=1): Optuna asks
     for a trial, calls objective.Objective (through worker.LastTrial, which keeps the outcome
     until it is recorded), tells the result and calls keep.KeepBest (the
