@@ -553,7 +553,7 @@ def migrate(study: str, source: str, destination: str, to_study_name: str | None
     journal:///rnn_tuner.log`. The source keeps its copy; MLflow is untouched."""
     from tuner.optuna_tools import migrate as copy
 
-    _quiet_libraries()
+    quiet_libraries()
     _study_name(study, "STUDY")
     if to_study_name is not None:
         _study_name(to_study_name, "--to-study-name")
@@ -590,7 +590,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     127.0.0.1 and reach it through an SSH tunnel)."""
     from tuner.optuna_tools import dashboard as serve
 
-    _quiet_libraries()
+    quiet_libraries()
     url, _ = _storage(storage, must_exist=True)
     _with_study_errors(lambda: serve(url, host, port))
 
