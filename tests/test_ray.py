@@ -357,15 +357,28 @@ def test_a_killed_worker_is_restarted_and_ctrl_c_stops_every_worker(cluster: str
 @pytest.mark.ray
 @inside_only
 def test_without_an_address_a_local_ray_is_started_and_stopped(workdir: Path):
-    # first in the namespace's life or last: the cluster fixture's daemons are told apart by pid
-    before = set(ray_processes(*RAY_DAEMONS))
+    """--workers N actors on a Ray of this machine, sharing the command's --n-trials."""
+    before = set(ray_processes(*RAY_DAEMONS))  # the cluster fixture's, when it runs too
     storage = socket_url(databases()[1])
     study = tiny_study(name="local", budget={"max_epochs": 1})
     study_file = write_study(workdir / "s.yaml", study)
-    proc = start_run(workdir, study_file, storage, "--ray", "--workers", "1", "--max-trials", "1")
+    proc = start_run(workdir, study_file, storage, "--ray", "--workers", "2", "--n-trials", "3")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
-    (trial,) = optuna.load_study(study_name="local", storage=storage).trials
-    assert trial.state.name == "COMPLETE"
-    assert "[w0] study 'local': 1 complete here" in out
+    trials = optuna.load_study(study_name="local", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3, out  # 3 in all, not 3 each
+    assert out.count("study 'local': ") == 2, out
     assert set(ray_processes(*RAY_DAEMONS)) <= before  # its own Ray stopped with it
+
+
+@pytest.mark.ray
+@inside_only
+def test_an_unreachable_cluster_is_a_clear_error(workdir: Path):
+    from tests.servers import free_port
+
+    study_file = write_study(workdir / "s.yaml", tiny_study(name="away"))
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    proc = start_run(workdir, study_file, socket_url(databases()[1]), "--ray", address)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out
+    assert f"could not reach the Ray cluster at {address}" in out and "Traceback" not in out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import uuid
@@ -29,6 +30,7 @@ from tuner.request import RunRequest
 EXTRA = "pip install 'rnn-tuner[ray]'"
 # A local Ray's object store: the workers pass nothing through it, and Ray's smallest is 75 MiB.
 LOCAL_OBJECT_STORE_BYTES = 80 * 1024 * 1024
+CONNECT_TIMEOUT = 10.0  # seconds to reach a cluster's head node before the run is an error
 STOP_SIGNAL = signal.SIGINT  # what each worker gets: its running trial fails and is recorded
 
 
@@ -93,6 +95,8 @@ def run_on_ray(req: RunRequest, plan: RayPlan) -> int:
 
 def _connect(ray: Any, address: str | None) -> None:
     quiet = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if address is not None:
+        _reachable(address)
     try:
         if address is None:  # "local": never an existing cluster this machine happens to run
             ray.init(
@@ -108,6 +112,22 @@ def _connect(ray: Any, address: str | None) -> None:
         raise RayUnreachable(
             f"could not {where}: {e}. Check the address (`ray status --address {address or 'auto'}` "
             "on a node of the cluster), or give none to run on a Ray started on this machine"
+        ) from None
+
+
+def _reachable(address: str) -> None:
+    """A HOST:PORT that nothing answers on is an error within seconds: Ray itself would try to
+    reach it again and again, for minutes."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # `auto`, or a form Ray checks itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise RayUnreachable(
+            f"could not reach the Ray cluster at {address} ({e}). Check the address: the head "
+            "node's `ray start --head --port PORT` and its host, as the machine running this "
+            "command reaches it; or give none to run on a Ray started on this machine"
         ) from None
 
 
