@@ -228,13 +228,16 @@ def databases() -> list[str]:
 
 
 def start_run(workdir: Path, study_file: Path, storage: str, *args: str) -> subprocess.Popen:
+    """The command as a user's shell runs it: without the one-worker default of conftest's
+    `workdir` (RNN_TUNER_WORKERS=1), so --ray starts as many workers as the cluster fits."""
+    env = {k: v for k, v in os.environ.items() if k != "RNN_TUNER_WORKERS"}
     return subprocess.Popen(
         [sys.executable, "-m", "tuner", "run", str(study_file), "--storage", storage, *args],
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db"},
+        env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db"},
     )
 
 
