@@ -14,10 +14,10 @@ Each row is one data set: the test score of (a) and (b) (median over seeds, with
 published result the study file cites, and the ratio (b)/(a) of the medians. Target: (b) beats
 (a), in the metric's direction. The (data set, seed) runs go `PARALLEL` at a time, each in its
 own process, seed 0 of every set first. A text set trains and validates on the first
-`text_chars` characters of its files (300,000: the whole Austen training text is an hour a trial
-on 2 cores) and tests on the whole official test file; `--quick` runs one seed, 4 trials of 4
-epochs, and cuts the test file too (50,000 characters, so its text row's test is not the
-official one).
+`text_chars` characters of its files (300,000: with the whole Austen training text the study's
+own 10 trials take an hour on 2 cores) and tests on the whole official test file; `--quick`
+runs one seed, 4 trials of 4 epochs, and cuts the test file too (50,000 characters, so its text
+row's test is not the official one).
 
 Ctrl-C (SIGINT to the process group) stops the run and keeps what finished: a row for every set
 with at least one seed done, and a `partial` row naming what did not finish.

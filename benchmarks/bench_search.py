@@ -5,11 +5,12 @@ Every trial trains for real (the training core, a fixed training seed, so one co
 always gives the same curve; exact repeats are served from a cache). Random search spends
 50 x max_epochs epochs; the figure is the share of that which TPE with constant liar plus the
 median pruner (rnn-tuner's defaults, built by tuner.study from a study file that names neither)
-spends until its best value is as good. Median over seeds. A full run also tries the pruner
-settings of `PRUNER_VARIANTS` on the same trained curves (a repeated configuration trains once),
-one row each.
+spends until its best value is as good. Median over seeds. A full run also tries the sampler
+and pruner settings of `VARIANTS` on the same trained curves (a repeated configuration trains
+once), one row each; `run(quick=False, tasks=[...], variants=[...])` runs a part:
 
     python -m benchmarks --only search
+    python -c 'from benchmarks.bench_search import run; run(False, ["noisy sine forecast"])'
 """
 
 from __future__ import annotations
@@ -36,12 +37,21 @@ SPACE = {
     "truncation": ("categorical", [None, 5, 10]),
 }
 RANDOM_TRIALS = 50
-# Pruner settings tried against the default (full runs only): a `pruner:` block of a study file.
-PRUNER_VARIANTS = {
-    "median, 10 startup trials": {"name": "median", "options": {"n_startup_trials": 10}},
+# Settings tried against the defaults (full runs only): the `sampler:` and `pruner:` blocks of a
+# study file; a block not given is the default. No "multivariate TPE": Optuna 5's TPE is already.
+VARIANTS: dict[str, dict[str, dict]] = {
+    "median, 10 startup trials": {
+        "pruner": {"name": "median", "options": {"n_startup_trials": 10}}
+    },
     "percentile 75 (prunes the worst quarter)": {
-        "name": "percentile",
-        "options": {"percentile": 75.0},
+        "pruner": {"name": "percentile", "options": {"percentile": 75.0}}
+    },
+    "hyperband": {"pruner": {"name": "hyperband"}},
+    "successive-halving": {"pruner": {"name": "successive-halving"}},
+    "TPE, 5 startup trials": {"sampler": {"name": "tpe", "options": {"n_startup_trials": 5}}},
+    "TPE, 5 startup trials, hyperband": {
+        "sampler": {"name": "tpe", "options": {"n_startup_trials": 5}},
+        "pruner": {"name": "hyperband"},
     },
 }
 
@@ -106,8 +116,8 @@ def _search(curves: Curves, sampler, pruner, stop_at: float | None, max_trials: 
 MAX_EPOCHS = 6
 
 
-def _study(pruner: dict | None = None):  # noqa: ANN202 - a StudyConfig
-    """What a study file that names no sampler (and this pruner, or none) gets from rnn-tuner."""
+def _study(blocks: dict[str, dict] | None = None):  # noqa: ANN202 - a StudyConfig
+    """What a study file with these `sampler:` / `pruner:` blocks (none: the defaults) gets."""
     study = {
         "study": {"name": "defaults"},
         "task": {"source": "adding"},
@@ -115,19 +125,19 @@ def _study(pruner: dict | None = None):  # noqa: ANN202 - a StudyConfig
         "objective": "val_mse",
         "budget": {"max_epochs": MAX_EPOCHS},
     }
-    return parse_study({**study, **({"pruner": pruner} if pruner else {})})
+    return parse_study({**study, **(blocks or {})})
 
 
 def run(
     quick: bool, tasks: list[str] | None = None, variants: list[str] | None = None
 ) -> list[dict]:
-    """`tasks` and `variants` ("default" or a PRUNER_VARIANTS name) choose a part: all if None;
-    the variants run in full runs only, unless named."""
+    """`tasks` and `variants` ("default" or a VARIANTS name) choose a part: all if None; the
+    variants run in full runs only, unless named."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     seeds = range(3 if quick else 5)
     base = Settings(batch_size=64, clip_norm=1.0, patience=None, max_epochs=MAX_EPOCHS)
     studies = {"default": _study()}
-    studies.update({name: _study(p) for name, p in PRUNER_VARIANTS.items()})
+    studies.update({name: _study(blocks) for name, blocks in VARIANTS.items()})
     if variants is None:
         variants = ["default"] if quick else list(studies)
     studies = {name: studies[name] for name in variants}
