@@ -19,21 +19,24 @@ own 10 trials take an hour on 2 cores) and tests on the whole official test file
 runs one seed, 4 trials of 4 epochs, and cuts the test file too (50,000 characters, so its text
 row's test is not the official one).
 
-Ctrl-C (SIGINT to the process group) stops the run and keeps what finished: a row for every set
-with at least one seed done, and a `partial` row naming what did not finish.
+Ctrl-C or SIGTERM stops the run and keeps what finished: a row for every set with at least one
+seed done, and a `partial` row naming what did not finish.
 
     python -m benchmarks --only quality [--quick]
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +64,14 @@ QUICK = {"seeds": 1, "n_trials": 4, "max_epochs": 4, "text_chars": 50_000, "test
 FULL = {"seeds": 3, "n_trials": 20, "max_epochs": None, "text_chars": 300_000, "test_chars": None}
 FILE_KEYS = ("path", "train", "val", "test")
 PARALLEL = 4  # (data set, seed) runs at a time, each its own process
+# Study files by their cost a seed, cheapest first, as their headers give it (a minute, five
+# minutes, five, 20-80 s a trial, an hour with the whole text).
+CHEAPEST_FIRST = ("real-airline", "real-japanese-vowels", "real-hironsan-ner", "real-grunfeld", "real-austen")  # fmt: skip
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def run(quick: bool) -> list[dict]:
-    studies = sorted((ROOT / "studies").glob("real-*.yaml"))
+    studies = sorted((ROOT / "studies").glob("real-*.yaml"), key=_cheapest_first)
     if not studies:
         raise Skip("no studies/real-*.yaml in this checkout")
     plan = QUICK if quick else FULL
@@ -72,46 +79,68 @@ def run(quick: bool) -> list[dict]:
     jobs = [(path, seed) for seed in range(plan["seeds"]) for path in studies]
     scores: dict[tuple[Path, int], dict[str, Any]] = {}
     failed: dict[tuple[Path, int], str] = {}
+
+    def done(job: tuple[Path, int], score: dict[str, Any] | None, error: str = "") -> None:
+        if score is None:
+            failed[job] = error  # one failed seed must not lose the rest
+        else:
+            scores[job] = score
+        said = score if score is not None else f"failed: {error}"
+        print(f"{job[0].stem} seed {job[1]}: {said}", file=sys.stderr, flush=True)
+
     # Side by side: quality does not depend on time, and a loaded machine gives each process
     # its share, so the runs end sooner than one after the other.
     spawn = mp.get_context("spawn")  # no fork after torch's threads have started
     with (
         tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp,
         spawn.Pool(min(PARALLEL, len(jobs))) as pool,
+        _stopped_by_signals(),
     ):
-        pending = {
-            job: pool.apply_async(
-                _one_seed, (job[0], Path(tmp) / f"{job[0].stem}-{job[1]}", plan, job[1])
+        pending = [
+            pool.apply_async(
+                _one_seed,
+                (job[0], Path(tmp) / f"{job[0].stem}-{job[1]}", plan, job[1]),
+                callback=lambda score, job=job: done(job, score),
+                error_callback=lambda e, job=job: done(job, None, f"{type(e).__name__}: {e}"),
             )
             for job in jobs
-        }
+        ]
         try:
-            for job, result in pending.items():
-                try:
-                    scores[job] = result.get()
-                except Exception as e:  # noqa: BLE001 - one failed seed must not lose the rest
-                    failed[job] = f"{type(e).__name__}: {e}"
-                said = scores.get(job) or f"failed: {failed[job]}"
-                print(f"{job[0].stem} seed {job[1]}: {said}", file=sys.stderr, flush=True)
-        except KeyboardInterrupt:  # keep what finished; the pool's exit stops the rest
-            scores.update({job: r.get() for job, r in pending.items() if _succeeded(r)})
+            for result in pending:
+                result.wait()
+        except KeyboardInterrupt:  # keep what finished; leaving the pool stops the rest
+            print("stopped: keeping the seeds that finished", file=sys.stderr, flush=True)
     rows = []
     for path in studies:
-        done = [scores[path, s] for s in range(plan["seeds"]) if (path, s) in scores]
-        if done:
-            rows.append(_row(path.stem, done, plan["seeds"]))
+        finished = [scores[path, s] for s in range(plan["seeds"]) if (path, s) in scores]
+        if finished:
+            rows.append(_row(path.stem, finished, plan["seeds"]))
             print(rows[-1], flush=True)
     missing = [f"{p.stem} seed {s}" for p, s in jobs if (p, s) not in scores]
     if missing:
         name = f"partial: not finished {', '.join(missing)}"
         errors = {f"{p.stem} seed {s}": e for (p, s), e in failed.items()}
-        said = "; ".join(f"{k} failed: {e}" for k, e in errors.items()) or "stopped (Ctrl-C)"
+        said = "; ".join(f"{k} failed: {e}" for k, e in errors.items()) or "stopped"
         rows.insert(0, row(name, None, "-", None, failed=errors, summary=said[:300]))
     return rows
 
 
-def _succeeded(result: Any) -> bool:
-    return result.ready() and result.successful()
+def _cheapest_first(path: Path) -> tuple[int, str]:
+    """Sets in the order of their cost a seed, as their study files' headers give it (unknown
+    last): a run stopped early has finished the most sets."""
+    return (CHEAPEST_FIRST.index(path.stem) if path.stem in CHEAPEST_FIRST else len(CHEAPEST_FIRST), path.stem)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt here, also in a job started in the background
+    (`... &`), where a shell without job control makes SIGINT ignored."""
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _one_seed(path: Path, workdir: Path, plan: dict, seed: int) -> dict[str, Any]:
