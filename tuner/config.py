@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
+import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, replace
@@ -306,12 +307,82 @@ class Budget(_Strict):
         "null: none.",
     )
     max_epochs: int = Field(default=20, ge=1, description="Epochs per trial at most.")
+    # Rules that stop the whole study (tuner.stop_rules), decided from the study database.
+    stop_after_no_improvement: int | None = Field(
+        default=None,
+        description="Stop the study after N finished trials in a row (complete or pruned, in "
+        "the order they ended) without a better best trial; every worker honours it. null: "
+        "never.",
+    )
+    target: float | None = Field(
+        default=None,
+        description="Stop the study once its best value reaches this (<= when minimising, >= "
+        "when maximising); one objective only. null: never.",
+    )
+    wall_time: float | None = Field(
+        default=None,
+        description="Stop the study once this long has passed since its first trial started, "
+        "across every run and machine (`timeout` is per run): seconds, or `30m`, `2h`, "
+        "`1h30m`, `1d`. null: never.",
+    )
     max_failures: int = Field(
         default=3,
         ge=1,
         description="Consecutive failed trials after which a run stops with an error (a trial "
         "that fails before its first training step stops it at once: that error would recur).",
     )
+
+    @field_validator("stop_after_no_improvement", mode="before")
+    @classmethod
+    def _patience(cls, value: Any) -> Any:
+        if value is None or (type(value) is int and value >= 1):
+            return value
+        raise ValueError(
+            f"{value!r} is not a number of trials; give a whole number N >= 1 (stop after N "
+            "finished trials in a row without a better best), or null for no such rule"
+        )
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+            return value
+        raise ValueError(
+            f"{shorten(repr(value), 60)} is not a number; give the objective's value to stop "
+            "at (e.g. `target: 0.01` for a loss, `target: 0.95` for an accuracy), or null"
+        )
+
+    @field_validator("wall_time", mode="before", json_schema_input_type=str | float | None)
+    @classmethod
+    def _wall_time(cls, value: Any) -> Any:
+        return None if value is None else duration_seconds(value)
+
+
+_DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([dhms])")
+
+
+def duration_seconds(value: Any) -> float:
+    """`7200`, `"7200"`, `"2h"`, `"30m"`, `"1h30m"`, `"1.5d"` -> seconds (> 0)."""
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        parts = _DURATION.findall(text)
+        if _DURATION.sub("", text).strip() == "" and parts:
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+        else:
+            try:
+                seconds = float(text)
+            except ValueError:
+                seconds = None
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(
+            f"{shorten(repr(value), 60)} is not a duration; give seconds (7200) or a number with "
+            "a unit d, h, m or s (`2h`, `30m`, `1h30m`), more than 0, or null"
+        )
+    return seconds
 
 
 class Tracking(_Strict):
@@ -984,6 +1055,12 @@ def _check_objectives(cfg: StudyConfig) -> list[str]:
         for i, m in enumerate(metrics)
         if metrics.index(m) < i
     ]
+    if len(cfg.objectives) > 1 and cfg.budget.target is not None:
+        problems.append(
+            f"budget.target: {len(metrics)} objectives ({', '.join(metrics)}) have no one best "
+            "value to reach; remove budget.target (budget.stop_after_no_improvement and "
+            "budget.wall_time work with several objectives), or optimise one objective"
+        )
     if len(cfg.objectives) == 1 and cfg.objectives[0].metric == "n_params":
         problems.append(
             "objective.metric: n_params alone needs no training; pair it with a val_ metric"

@@ -8,6 +8,7 @@ import optuna
 import yaml
 
 from tuner.errors import BadInput
+from tuner.stop_rules import stop_record
 from tuner.study import best_trial, best_trials, make_storage
 from tuner.urls import redact
 
@@ -39,6 +40,9 @@ def status_text(storage_url: str, name: str | None) -> str:
         + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())),
         f"directions: {', '.join(d.name.lower() for d in study.directions)}",
     ]
+    stopped = stop_record(study)
+    if stopped is not None:
+        lines.append(f"stopped: {stopped.line()}")
     for t in best_trials(study):
         values = ", ".join(f"{v:.6g}" for v in t.values)
         lines.append(f"best: trial {t.number} value {values}")

@@ -40,10 +40,17 @@ class RunSummary:
     parent_run_id: str
     states: Counter = field(default_factory=Counter)
     interrupted_by: str | None = None
+    stopped: str | None = None  # the study-file rule that stopped the study (tuner.stop_rules)
 
     def line(self) -> str:
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.states.items()))
+        stopped = ""
+        if self.stopped is not None:
+            rule = self.stopped.split(":", 1)[0]
+            stopped = (
+                f"; study stopped by {self.stopped}; to go on, loosen {rule} in the study file"
+            )
         return (
             f"study {self.study_name!r}: {states or 'no trials'} here; "
-            f"MLflow parent run {self.parent_run_id}"
+            f"MLflow parent run {self.parent_run_id}{stopped}"
         )

@@ -267,6 +267,13 @@ class Tracker:
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, _text(v)) for k, v in tags.items()])
 
+    def delete_tags(self, run_id: str, keys: Iterable[str]) -> None:
+        """Remove those of `keys` that the run has."""
+        present = self.run_tags(run_id)
+        for key in keys:
+            if key in present:
+                self.client.delete_tag(run_id, key)
+
     def artifact_paths(self, run_id: str, path: str | None = None) -> list[str]:
         return [a.path for a in self.client.list_artifacts(run_id, path)]
 

@@ -28,6 +28,7 @@ from tuner.objective import BEFORE_TRAINING, Objective
 from tuner.progress import Budget, Progress
 from tuner.request import RunRequest, RunSummary
 from tuner.stale import storage_with_heartbeats
+from tuner.stop_rules import StopRules, StudyStopper
 from tuner.study import PARENT_ATTR, best_trial, open_study, retrying, wait_for_attr
 from tuner.tracking import Tracker
 from tuner.urls import redact
@@ -58,12 +59,14 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
             req.where,
         )
         stop = _stop_when(interrupts, req.timeout, guard)
+        stopper = retrying(lambda: StudyStopper(StopRules.of(req.cfg), study, tracker, parent_id))
         wait = req.cfg.study.heartbeat_interval
         try:  # after each trial: keep its network if it ranks, then record it
-            run_trials(study, objective, slots, _in_turn(keeper, record), stop, wait)
+            run_trials(study, objective, slots, _in_turn(keeper, record), stop, wait, stopper)
         except KeyboardInterrupt:  # no handlers installed (tuner.api): Ctrl-C stops the worker
             interrupts.requested = "SIGINT"
     summary.interrupted_by = interrupts.requested
+    summary.stopped = None if stopper.fired is None else stopper.fired.line()
     if progress:
         progress.close()
     finish_if_last(study, tracker, parent_id, summary.interrupted_by)
@@ -135,8 +138,11 @@ def run_trials(
     record: Callable[[optuna.Study, FrozenTrial], None],
     stop: Callable[[], bool],
     wait: float,
+    study_stopped: Callable[[], bool] = lambda: False,
 ) -> None:
-    """The loop: claim a slot, ask, train, tell, record; until the slots run out or `stop()`.
+    """The loop: claim a slot, ask, train, tell, record; until the slots run out, `stop()`,
+    or `study_stopped()`: a rule of the study file fired (tuner.stop_rules), asked from the
+    database before each claim so that every worker stops claiming.
 
     A database error anywhere in one turn retries the turn (`retrying`). The retry takes the
     slot held for a trial that never started rather than a second one, and tells again a trial
@@ -145,6 +151,8 @@ def run_trials(
 
     def one_trial() -> bool:
         last.tell_again(study)
+        if study_stopped():
+            return False
         claim = slots.claim()
         if claim is Claim.STOP:
             return False
