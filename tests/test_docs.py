@@ -16,6 +16,7 @@ from benchmarks.__main__ import DOCS_WITH_TABLE, latest_table
 from benchmarks.__main__ import REGENERATE as REGENERATE_BENCHMARKS
 from tests.conftest import ROOT, STUDIES, tiny_study
 from tuner.cli import main
+from tuner.config import parse_study
 from tuner.reference import REGENERATE, SCHEMA_FILE, generated_docs, study_file_schema
 
 DOCS = ROOT / "docs"
@@ -97,3 +98,14 @@ def test_the_complete_example_in_study_files_is_the_quickstart():
     shown = re.search(r"this is `studies/quickstart.yaml`\):\n\n```yaml\n(.*?)```", text, re.S)
     assert shown is not None
     assert shown.group(1) == (STUDIES / "quickstart.yaml").read_text(encoding="utf-8")
+
+
+def test_the_stopping_example_in_study_files_validates_and_means_what_it_says():
+    text = (DOCS / "study-files.md").read_text(encoding="utf-8")
+    shown = re.search(r"### Stopping a study\n.*?```yaml\n(.*?)```", text, re.S)
+    assert shown is not None
+    budget = yaml.safe_load(shown.group(1))["budget"]
+    jsonschema.validate(tiny_study(budget=budget), study_file_schema())
+    cfg = parse_study(tiny_study(budget=budget))
+    assert (cfg.budget.stop_after_no_improvement, cfg.budget.target) == (20, 0.01)
+    assert cfg.budget.wall_time == 8 * 3600

@@ -310,6 +310,7 @@ class Budget(_Strict):
     # Rules that stop the whole study (tuner.stop_rules), decided from the study database.
     stop_after_no_improvement: int | None = Field(
         default=None,
+        ge=1,
         description="Stop the study after N finished trials in a row (complete or pruned, in "
         "the order they ended) without a better best trial; every worker honours it. null: "
         "never.",

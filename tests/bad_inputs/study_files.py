@@ -439,6 +439,39 @@ BUDGET = [
         {"budget.max_failures": 0},
     ),
     study_case("budget-unknown-key", r"budget\.trials: unknown key", {"budget.trials": 5}),
+    study_case(
+        "stop-after-negative",
+        r"budget\.stop_after_no_improvement: -3 is not a number of trials; give a whole number "
+        r"N >= 1",
+        {"budget.stop_after_no_improvement": -3},
+    ),
+    study_case(
+        "stop-after-fraction",
+        r"budget\.stop_after_no_improvement: 2\.5 is not a number of trials",
+        {"budget.stop_after_no_improvement": 2.5},
+    ),
+    study_case(
+        "target-not-a-number",
+        r"budget\.target: 'low' is not a number; give the objective's value to stop at",
+        {"budget.target": "low"},
+    ),
+    study_case(
+        "target-multi-objective",
+        r"budget\.target: 2 objectives \(val_mse, n_params\) have no one best value.*remove "
+        r"budget\.target",
+        {"budget.target": 0.1, "objective": [{"metric": "val_mse"}, {"metric": "n_params"}]},
+    ),
+    study_case(
+        "wall-time-unparsable",
+        r"budget\.wall_time: '2 hours' is not a duration; give seconds \(7200\) or a number "
+        r"with a unit",
+        {"budget.wall_time": "2 hours"},
+    ),
+    study_case(
+        "wall-time-zero",
+        r"budget\.wall_time: '0m' is not a duration.*more than 0",
+        {"budget.wall_time": "0m"},
+    ),
 ]
 
 ENQUEUE = [
