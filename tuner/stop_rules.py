@@ -119,7 +119,7 @@ class StopRules:
         held = "no trial has completed" if best is None else f"best still trial {best.number}"
         return Stop(
             "budget.stop_after_no_improvement",
-            f"{len(after)} trials ended without a better best ({held}; "
+            f"{len(after)} trial{'s' * (len(after) != 1)} ended without a better best ({held}; "
             f"stop_after_no_improvement {self.patience})",
         )
 
