@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
@@ -132,6 +132,7 @@ def test_two_workers_stop_once_the_best_reaches_the_target(workdir: Path, postgr
     assert_stopped_early(postgres_url, holds, "budget.target", out, workdir)
 
 
+@pytest.mark.slow
 def test_a_stopped_study_resumes_when_the_study_file_loosens_the_rule(workdir: Path):
     """On the default SQLite storage: a run of the same file starts nothing; a larger patience
     carries on, counting the study's whole history, and clears the record until it fires again."""
@@ -154,6 +155,7 @@ def test_a_stopped_study_resumes_when_the_study_file_loosens_the_rule(workdir: P
     assert "stopped:" not in invoke("status")
 
 
+@pytest.mark.slow
 def test_wall_time_counts_from_the_study_s_first_trial_across_runs(workdir: Path):
     """On a journal file: the first run's trials count towards a later run's wall time, which
     `timeout` (per command) would not do."""
@@ -174,3 +176,38 @@ def test_wall_time_counts_from_the_study_s_first_trial_across_runs(workdir: Path
     resumed = loaded(storage)
     assert len(resumed.trials) == 3 and min(t.datetime_start for t in resumed.trials) == first
     assert resumed.user_attrs["stopped"] is None
+
+
+def test_the_rules_read_the_trials_in_the_database(tmp_path: Path):
+    """The decision alone, on trials written to a real SQLite study: pruned trials count as
+    ended without improvement, failed ones do not; direction is respected; wall time is measured
+    from the first trial's start."""
+    from optuna.trial import TrialState, create_trial
+
+    from tuner.stop_rules import StopRules
+
+    db = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
+    rules = StopRules("maximize", patience=2, target=0.9)
+    assert rules.check(db) is None  # no trial yet
+
+    def add(value: float | None, state: TrialState = TrialState.COMPLETE) -> None:
+        db.add_trial(create_trial(value=value, state=state))
+        time.sleep(0.01)  # trials end in order
+
+    for value in (0.5, 0.7, 0.6):
+        add(value)
+    add(None, TrialState.FAIL)
+    assert rules.check(db) is None  # one ended without a better best; the failure is no trial
+    add(None, TrialState.PRUNED)
+    fired = rules.check(db)
+    assert fired is not None and fired.rule == "budget.stop_after_no_improvement"
+    assert "best still trial 1" in fired.reason
+    add(0.95)  # a better best, and the target: the target says why
+    assert rules.check(db).rule == "budget.target"
+    assert StopRules("minimize", target=0.9).check(db) is None  # 0.95 is not <= 0.9
+    assert not StopRules("maximize")  # no rule: nothing to read
+
+    first = min(t.datetime_start for t in db.trials)
+    at = lambda seconds: lambda: first + timedelta(seconds=seconds)  # noqa: E731
+    assert StopRules("maximize", wall_time=60, clock=at(59)).check(db) is None
+    assert StopRules("maximize", wall_time=60, clock=at(61)).check(db).rule == "budget.wall_time"
