@@ -161,3 +161,50 @@ def test_run_starts_one_worker_per_core_by_default_with_an_exact_budget(
         "run", str(study_file), "--storage", f"sqlite:///{workdir}/x.db", "--n-trials", "1"
     )
     assert "workers" not in one.output.split("\n")[0]
+
+
+def test_the_journal_gives_every_trial_query_the_answer_of_optunas_own_replay(journal: str):
+    """`JournalStudyStorage` keeps the finished trials at the front of a study rather than
+    walking every trial at every query: two workers' trials in every state, one left running in
+    the middle (the front stops there), an enqueued one, a tie for the best, and a worker that
+    reads the log afresh, each checked against Optuna's JournalStorage on the same log."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState as S
+
+    from tuner.journal import PostgresJournalBackend
+    from tuner.urls import journal_file
+
+    one, two = open_storage(journal), open_storage(journal)
+    path = journal_file(journal)
+    backend = JournalFileBackend(path) if path else PostgresJournalBackend(one.engine)
+    study = optuna.create_study(storage=one, study_name="kept")
+    other = optuna.load_study(study_name="kept", storage=two)
+    queries = [None, (S.COMPLETE,), (S.COMPLETE, S.PRUNED), (S.RUNNING,), (S.WAITING,)]
+    queries += [(S.COMPLETE, S.PRUNED, S.RUNNING), (S.FAIL, S.COMPLETE)]
+
+    def agree(*storages) -> None:
+        reference = JournalStorage(backend)
+        for storage in storages:
+            for states in queries:
+                got = storage.get_all_trials(study._study_id, deepcopy=False, states=states)
+                want = reference.get_all_trials(study._study_id, states=states)
+                assert [t.number for t in got] == [t.number for t in want], states
+            best = reference.get_best_trial(study._study_id)
+            assert storage.get_best_trial(study._study_id).number == best.number
+
+    for value in (3.0, 1.0, 2.0):
+        study.tell(study.ask(), value)
+    study.tell(study.ask(), state=S.PRUNED)
+    study.tell(study.ask(), state=S.FAIL)
+    agree(one, two)
+    running = other.ask()  # the other worker's trial, running in the middle of the study
+    for value in (5.0, 1.0, 0.5, 0.5):  # 0.5 twice: the first is the best
+        study.tell(study.ask(), value)
+    study.enqueue_trial({})
+    agree(one, two)
+    other.tell(running, 0.25)  # the front moves past it, and it is the new best
+    study.tell(study.ask(), 7.0)  # the enqueued trial
+    agree(one, two, open_storage(journal))
+    for storage in (one, two):
+        storage.engine.dispose()

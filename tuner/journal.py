@@ -14,8 +14,9 @@ database of the log, or an SQLite file beside the log file (`FILE-workers.db`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 import optuna
@@ -24,6 +25,7 @@ from optuna.storages import JournalStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 from optuna.storages.journal._base import BaseJournalSnapshot
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 # Table names: apart from Optuna's RDB tables and rnn-tuner's RDB budget in the same database.
@@ -121,11 +123,56 @@ class JournalStudyStorage(JournalStorage, BaseHeartbeat):
         super().__init__(backend)
         self.engine, self.grace_period, self.on_stale = engine, grace_period, on_stale
         self.heartbeat_interval = heartbeat_interval
+        self._finished: dict[tuple[int, int], _FinishedPrefix] = {}
         # Workers starting together race to create the table: the loser's error says it exists.
         with contextlib.suppress(
             sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError
         ):
             _HEARTBEATS.create(engine, checkfirst=True)
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        """Optuna's, without its walk over every trial of the study at every call (the sampler,
+        the pruner, the stale-trial check and the best trial each ask several times a trial):
+        the finished trials at the front of the study, which never change again, are kept per
+        `states` asked for, and only the trials after them are looked at."""
+        with self._thread_lock:
+            self._sync_with_backend()
+            replay = self._replay_result
+            if study_id not in replay._studies:
+                return super().get_all_trials(study_id, deepcopy, states)
+            ids = replay._study_id_to_trial_ids[study_id]
+            trials = self._prefix(study_id).trials(ids, replay._trials, states)
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        """Optuna's (the first complete trial of the best value), kept up to date as trials
+        finish instead of found anew among all of them at every call."""
+        directions = self.get_study_directions(study_id)
+        if len(directions) > 1:
+            return super().get_best_trial(study_id)
+        sign = -1.0 if directions[0] == StudyDirection.MAXIMIZE else 1.0
+        with self._thread_lock:
+            self._sync_with_backend()
+            replay = self._replay_result
+            ids = replay._study_id_to_trial_ids[study_id]
+            best = self._prefix(study_id).best(ids, replay._trials, sign)
+        if best is None:
+            raise ValueError("No trials are completed yet.")
+        return best
+
+    def _prefix(self, study_id: int) -> _FinishedPrefix:
+        """The study's `_FinishedPrefix`; a restored snapshot is a new replay: start over."""
+        key = (id(self._replay_result), study_id)
+        if key not in self._finished:
+            mine = id(self._replay_result)
+            self._finished = {k: v for k, v in self._finished.items() if k[0] == mine}
+            self._finished[key] = _FinishedPrefix()
+        return self._finished[key]
 
     def record_heartbeat(self, trial_id: int) -> None:
         dialect = sa.dialects.postgresql if self.engine.dialect.name == "postgresql" else None
@@ -159,6 +206,52 @@ class JournalStudyStorage(JournalStorage, BaseHeartbeat):
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[..., None] | None:
         return self.on_stale
+
+
+class _FinishedPrefix:
+    """One study's trials, for `JournalStudyStorage.get_all_trials`: the leading run of finished
+    trials (a finished trial is never written again) filtered once per set of states asked."""
+
+    def __init__(self) -> None:
+        self.done = 0  # trials [0, done) of the study are finished
+        self.by_states: dict[Any, tuple[list[FrozenTrial], int]] = {}  # states -> (kept, upto)
+        self.best_done: tuple[FrozenTrial | None, int] = (None, 0)  # best of [0, upto), upto
+
+    def _advance(self, ids: list[int], by_id: dict[int, FrozenTrial]) -> None:
+        while self.done < len(ids) and by_id[ids[self.done]].state.is_finished():
+            self.done += 1
+
+    def best(self, ids: list[int], by_id: dict[int, FrozenTrial], sign: float) -> Any:
+        """The first complete trial of the lowest `sign * value`, or None."""
+        self._advance(ids, by_id)
+        best, upto = self.best_done
+
+        def better(trial: FrozenTrial, than: FrozenTrial | None) -> bool:
+            if trial.state != TrialState.COMPLETE:
+                return False
+            return than is None or sign * trial.value < sign * than.value
+
+        for trial_id in ids[upto : self.done]:
+            if better(by_id[trial_id], best):
+                best = by_id[trial_id]
+        self.best_done = (best, self.done)
+        for trial_id in ids[self.done :]:
+            if better(by_id[trial_id], best):
+                best = by_id[trial_id]
+        return best
+
+    def trials(
+        self, ids: list[int], by_id: dict[int, FrozenTrial], states: Container[TrialState] | None
+    ) -> list[FrozenTrial]:
+        self._advance(ids, by_id)
+        key = None if states is None else frozenset(states)
+        kept, upto = self.by_states.get(key, ([], 0))
+        for trial_id in ids[upto : self.done]:
+            if key is None or by_id[trial_id].state in key:
+                kept.append(by_id[trial_id])
+        self.by_states[key] = (kept, self.done)
+        tail = (by_id[i] for i in ids[self.done :])
+        return kept + [t for t in tail if key is None or t.state in key]
 
 
 def postgres_journal(engine: sa.Engine, **heartbeats: Any) -> JournalStudyStorage:

@@ -32,6 +32,7 @@ import models
 from models import EpochCallback, TaskData, TrainResult
 from models.network import SequenceNet
 from tuner.config import Objective as ObjectiveSpec
+from tuner.study import best_trials
 from tuner.tracking import Tracker
 
 MODEL_TAG = "rnn_tuner.model_uri"  # on a trial's run: its kept model
@@ -42,6 +43,8 @@ BEST_URI_TAG = "rnn_tuner.best_model_uri"
 def top_trials(study: optuna.Study, primary: int, k: int) -> list[FrozenTrial]:
     """The study's best k complete trials by objective `primary`, best first, as the storage
     holds them now (ties: the earlier trial first); infeasible ones (tuner.constraints) never."""
+    if k == 1 and len(study.directions) == 1:  # the storage's best: no walk over every trial
+        return best_trials(study)
     done = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
