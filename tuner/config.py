@@ -283,6 +283,13 @@ class SamplerBlock(NamedPlugin):
         description="Sampler only: `NAME <= NUMBER` or `NAME >= NUMBER` each (e.g. "
         "`n_params <= 1e5`); trials that break one are infeasible, never the best.",
     )
+    history: int | None = Field(
+        default=None,
+        ge=1,
+        description="`tpe` only: it reads the N best complete trials and the N most recently "
+        "finished ones instead of every trial (a long study's ask costs O(N), not O(trials)); "
+        "null: every trial.",
+    )
 
 
 class Budget(_Strict):
@@ -1130,6 +1137,7 @@ def _check_plugins(cfg: StudyConfig) -> list[str]:
         problems.append(
             f"sampler.name: {cfg.sampler.name} handles one objective; use nsgaii or tpe"
         )
+    problems += _history_problems(cfg)
     if cfg.sampler.name == "grid" and cfg.default_search is not None:
         problems.append(
             "sampler.name: the grid sampler needs categorical choices, and the default search "
@@ -1142,6 +1150,23 @@ def _check_plugins(cfg: StudyConfig) -> list[str]:
                     f"search.{name}: the grid sampler needs `type: categorical` choices"
                 )
     return problems or _check_plugin_options(cfg)
+
+
+def _history_problems(cfg: StudyConfig) -> list[str]:
+    history = cfg.sampler.history
+    if history is None:
+        return []
+    if cfg.sampler.name != "tpe":
+        return [f"sampler.history: only the tpe sampler takes it (sampler is {cfg.sampler.name})"]
+    if len(cfg.objectives) > 1:
+        return ["sampler.history: for one objective only; remove it or keep one objective"]
+    startup = cfg.sampler.options.get("n_startup_trials", 10)
+    if isinstance(startup, int) and history < startup:
+        return [
+            f"sampler.history: {history} is fewer than n_startup_trials ({startup}): TPE would "
+            f"never leave its random start; use at least {startup}"
+        ]
+    return []
 
 
 def _check_plugin_options(cfg: StudyConfig) -> list[str]:

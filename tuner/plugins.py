@@ -89,21 +89,29 @@ WARMUP_PRUNERS = ("median", "percentile")
 
 
 def build(
-    kind: str, table: dict[str, Plugin], name: str, options: Options, defaults: Defaults
+    kind: str,
+    table: dict[str, Plugin],
+    name: str,
+    options: Options,
+    defaults: Defaults,
+    subclass: type | None = None,
 ) -> Any:
-    """`table[name]` built with `options`; a clear ValueError for an unknown name or option."""
+    """`table[name]` built with `options`; a clear ValueError for an unknown name or option.
+    `subclass`: one of ours in place of Optuna's class, taking its options and more."""
     if name not in table:
         raise ValueError(f"unknown {kind} {name!r}; valid: {', '.join(table)}")
-    problems = option_problems(kind, table[name], options, defaults)
+    problems = option_problems(kind, table[name], options, defaults, subclass)
     if problems:
         raise ValueError("; ".join(problems))
-    return _construct(kind, table[name], options, defaults)
+    return _construct(kind, table[name], options, defaults, subclass)
 
 
-def _construct(kind: str, plugin: Plugin, options: Options, defaults: Defaults) -> Any:
+def _construct(
+    kind: str, plugin: Plugin, options: Options, defaults: Defaults, subclass: type | None = None
+) -> Any:
     import optuna
 
-    cls = plugin.optuna_class(kind)
+    cls = subclass or plugin.optuna_class(kind)
     options = {**plugin.defaults(defaults), **options}
     if plugin.nested is not None:  # a pruner block inside: built from the same table
         key, argument = plugin.nested
@@ -116,12 +124,16 @@ def _construct(kind: str, plugin: Plugin, options: Options, defaults: Defaults) 
         return cls(*plugin.args(defaults), **options)
 
 
-def option_problems(kind: str, plugin: Plugin, options: Options, defaults: Defaults) -> list[str]:
+def option_problems(
+    kind: str, plugin: Plugin, options: Options, defaults: Defaults, subclass: type | None = None
+) -> list[str]:
     """What Optuna's class would refuse of `options`, each as `kind.options...: why`: a name
     its constructor does not take, a value of the wrong type, a required one missing, a bad
     nested pruner block, or what the constructor raises."""
     cls = plugin.optuna_class(kind)
     params = _options_of(cls, len(plugin.args(defaults)), plugin.nested)
+    if subclass is not None:  # ours adds keyword-only options to Optuna's
+        params.update(_options_of(subclass, 0))
     unknown = [name for name in options if name not in params]
     if unknown:
         valid = ", ".join(params) or "none"
@@ -145,7 +157,7 @@ def option_problems(kind: str, plugin: Plugin, options: Options, defaults: Defau
     if problems:
         return problems
     try:
-        _construct(kind, plugin, options, defaults)
+        _construct(kind, plugin, options, defaults, subclass)
     except Exception as e:  # noqa: BLE001 - whatever the constructor refuses, said by Optuna
         return [f"{kind}.options: {cls.__name__} refuses them: {e}"]
     return []

@@ -36,7 +36,13 @@ class StorageError(RuntimeError):
 
 def make_sampler(cfg: StudyConfig, seed: int | None) -> optuna.samplers.BaseSampler:
     defaults = plugin_defaults(cfg, seed)
-    return build("sampler", SAMPLERS, cfg.sampler.name, dict(cfg.sampler.options), defaults)
+    options = dict(cfg.sampler.options)
+    if cfg.sampler.history is None:
+        return build("sampler", SAMPLERS, cfg.sampler.name, options, defaults)
+    from tuner.history import CappedTPESampler
+
+    options["history"] = cfg.sampler.history  # checked at validate: tpe, one objective
+    return build("sampler", SAMPLERS, cfg.sampler.name, options, defaults, CappedTPESampler)
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:

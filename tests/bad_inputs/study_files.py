@@ -398,6 +398,16 @@ PLUGINS = [
         {"pruner": {"name": "wilcoxon", "options": {"p_threshold": 5}}},
     ),
     study_case(
+        "history-on-random",
+        r"sampler\.history: only the tpe sampler takes it \(sampler is random\)",
+        {"sampler": {"name": "random", "history": 100}},
+    ),
+    study_case(
+        "history-below-startup",
+        r"sampler\.history: 5 is fewer than n_startup_trials \(10\).*use at least 10",
+        {"sampler": {"name": "tpe", "history": 5}},
+    ),
+    study_case(
         "constraint-strict-inequality",
         r"sampler\.constraints\.0: 'n_params < 500' is not a constraint; write NAME <= NUMBER",
         {"sampler": {"name": "tpe", "constraints": ["n_params < 500"]}},
