@@ -206,5 +206,7 @@ def test_the_journal_gives_every_trial_query_the_answer_of_optunas_own_replay(jo
     other.tell(running, 0.25)  # the front moves past it, and it is the new best
     study.tell(study.ask(), 7.0)  # the enqueued trial
     agree(one, two, open_storage(journal))
+    with pytest.raises(KeyError):  # Optuna's answer for a study that is not there
+        one.get_all_trials(study._study_id + 1)
     for storage in (one, two):
         storage.engine.dispose()

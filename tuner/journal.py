@@ -143,10 +143,12 @@ class JournalStudyStorage(JournalStorage, BaseHeartbeat):
         with self._thread_lock:
             self._sync_with_backend()
             replay = self._replay_result
-            if study_id not in replay._studies:
-                return super().get_all_trials(study_id, deepcopy, states)
-            ids = replay._study_id_to_trial_ids[study_id]
-            trials = self._prefix(study_id).trials(ids, replay._trials, states)
+            trials = None
+            if study_id in replay._studies:
+                ids = replay._study_id_to_trial_ids[study_id]
+                trials = self._prefix(study_id).trials(ids, replay._trials, states)
+        if trials is None:  # Optuna's error for a study that is not there (its lock: not held)
+            return super().get_all_trials(study_id, deepcopy, states)
         return copy.deepcopy(trials) if deepcopy else trials
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
