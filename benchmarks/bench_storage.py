@@ -19,9 +19,12 @@ Reported: trials/s finished inside the window, p95 of a trial's time in storage 
 zero lost or duplicated trials (every trial a worker finished is in the database exactly once,
 none left running, none there that no worker ran, every budget slot claimed became a trial).
 
-Growth: one trial (ask, the quickstart search space, ten reports with `should_prune`, tell) with
-rnn-tuner's sampler (TPE, constant liar) and pruner (median) on the `tuner` storage, in a study
-already holding 10,000 trials against one holding 100, alternating.
+Growth: one turn of a worker's loop without training or MLflow (budget claim, `optimize(n_trials=1)`
+with heartbeats and the stale-trial check, the quickstart search space, three user attributes,
+ten reports with `should_prune`, the best trial read after it) with rnn-tuner's sampler (TPE,
+constant liar) and pruner (median), in a study already holding 10,000 trials against one holding
+100, alternating; on both journals (PostgreSQL table and file), TPE on the whole history and with
+`sampler.history: 100`.
 
     python -m benchmarks --only storage [--quick]
 """
@@ -51,6 +54,8 @@ from benchmarks.common import (
     row,
     wrap_storage,
 )
+from tuner import keep
+from tuner import study as tuner_study
 from tuner.budget import TrialBudget
 from tuner.config import load_study_file, parse_study
 from tuner.space import suggest
@@ -311,96 +316,134 @@ def _proxy(url: str, port: int) -> None:
 
 # ---------------------------------------------------------------- growth
 
+GROWTH_SIZES = {"small": 100, "big": 10_000}
+GROWTH_HISTORY = 100  # the `sampler.history` of the capped rows
+
 
 def growth(url: str, quick: bool) -> list[dict[str, Any]]:
-    """Per-trial overhead with 10,000 trials in the study against 100, alternating."""
+    """Per-trial overhead with 10,000 trials in the study against 100, alternating, on both
+    journals (`url`'s PostgreSQL table and a file), TPE on the whole history and capped."""
+    import tempfile
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         # ExperimentalWarning, and "heartbeat is for Study.optimize": trials here are asked.
         warnings.simplefilter("ignore")
-        return _growth(url, quick)
+        journals = {"journal+postgresql": f"journal+{url}", "journal file": f"journal:///{tmp}/g"}
+        return [r for name, at in journals.items() for r in _growth(name, at, quick)]
 
 
-def _growth(url: str, quick: bool) -> list[dict[str, Any]]:
+def _growth(name: str, url: str, quick: bool) -> list[dict[str, Any]]:
     cfg = load_study_file(ROOT / "studies" / "quickstart.yaml")
-    rounds = 8 if quick else 20
+    capped = cfg.model_copy(
+        update={"sampler": cfg.sampler.model_copy(update={"history": GROWTH_HISTORY})}
+    )
     seeds = _seed_trials(cfg, 100)
-    seeding = _storage("tuner", url, "growth")
-    sizes = {"small": 100, "big": 10_000}
-    for key, size in sizes.items():
+    seeding = make_storage(url)
+    for key, size in GROWTH_SIZES.items():
         study = optuna.create_study(storage=seeding, study_name=f"growth-{key}")
         study.add_trials(seeds)
         _replicate(seeding, study._study_id, size // len(seeds) - 1)
+        TrialBudget(seeding, study._study_id, UNLIMITED, size)
     seeding.engine.dispose()
     # A fresh storage, as a worker joining a running study has: the log not yet replayed.
-    storage = _storage("tuner", url, "growth")
-    studies = {
-        key: optuna.load_study(
-            study_name=f"growth-{key}",
-            storage=storage,
-            sampler=make_sampler(cfg, seed=i),
-            pruner=make_pruner(cfg),
-        )
-        for i, key in enumerate(sizes)
-    }
-    cold = {key: _one_trial(study, cfg) for key, study in studies.items()}
-    times: dict[str, list[float]] = {key: [] for key in sizes}
-    parts: dict[str, list[dict[str, float]]] = {key: [] for key in sizes}
+    storage = make_storage(url, heartbeat_interval=10, grace_period=60)
+    rows = []
+    for label, study_cfg in (("whole history", cfg), (f"history {GROWTH_HISTORY}", capped)):
+        studies = {
+            key: optuna.load_study(
+                study_name=f"growth-{key}",
+                storage=storage,
+                sampler=make_sampler(study_cfg, seed=i),
+                pruner=make_pruner(study_cfg),
+            )
+            for i, key in enumerate(GROWTH_SIZES)
+        }
+        budgets = {
+            key: TrialBudget(storage, study._study_id, UNLIMITED, 0)
+            for key, study in studies.items()
+        }
+        rows.append(_growth_row(f"{name}, TPE {label}", studies, budgets, cfg, quick))
+    storage.engine.dispose()
+    return rows
+
+
+def _growth_row(
+    name: str, studies: dict[str, Any], budgets: dict[str, Any], cfg: Any, quick: bool
+) -> dict[str, Any]:
+    rounds = 8 if quick else 20
+    cold = {key: _one_trial(study, budgets[key], cfg) for key, study in studies.items()}
+    times: dict[str, list[float]] = {key: [] for key in studies}
+    parts: dict[str, list[dict[str, float]]] = {key: [] for key in studies}
     timer = CallTimer()  # where a trial's time goes: a call inside another counts once
     timer.wrap(optuna.pruners.PercentilePruner, "pruner", ["prune"])
     timer.wrap(optuna.samplers.TPESampler, "sampler", ["sample_relative", "sample_independent"])
+    timer.wrap(TrialBudget, "budget", ["claim"])
+    timer.wrap(tuner_study, "best", ["best_trial"])  # type: ignore[arg-type]
+    timer.wrap(keep, "best", ["top_trials"])  # type: ignore[arg-type]
     wrap_storage(timer)
     try:
         for r in range(rounds + 2):
-            order = list(sizes) if r % 2 == 0 else list(sizes)[::-1]
+            order = list(studies) if r % 2 == 0 else list(studies)[::-1]
             for key in order:
                 timer.take()
-                t = _one_trial(studies[key], cfg)
+                t = _one_trial(studies[key], budgets[key], cfg)
                 if r >= 2:  # two warm-up rounds
                     times[key].append(t)
                     parts[key].append(timer.take()[0])
     finally:
         timer.restore()
     ratio = paired_ratio(times["small"], times["big"])
-    storage.engine.dispose()
     ms = {k: 1000 * median(v) for k, v in times.items()}
     split = {
         key: {
             c: 1000 * median(p.get(c, 0.0) for p in parts[key])
-            for c in ("storage", "sampler", "pruner")
+            for c in ("storage", "sampler", "pruner", "budget", "best", "background")
         }
-        for key in sizes
+        for key in studies
     }
-    return [
-        row(
-            "growth: ms per trial, 10,000-trial vs 100-trial study",
-            ratio,
-            "<= 2.0",
-            ratio <= 2.0,
-            summary=f"{ms['big']:.0f} vs {ms['small']:.0f} ms; a fresh worker's first trial "
-            f"{1000 * cold['big']:.0f} vs {1000 * cold['small']:.0f} ms",
-            ms_per_trial=ms,
-            ms_per_trial_in=split,
-            first_trial_of_a_fresh_worker_ms={k: 1000 * v for k, v in cold.items()},
-        )
-    ]
+    return row(
+        f"growth ({name}): ms per trial, 10,000-trial vs 100-trial study",
+        ratio,
+        "<= 2.0",
+        ratio <= 2.0,
+        summary=f"{ms['big']:.0f} vs {ms['small']:.0f} ms; a fresh worker's first trial "
+        f"{1000 * cold['big']:.0f} vs {1000 * cold['small']:.0f} ms",
+        ms_per_trial=ms,
+        ms_per_trial_in=split,
+        first_trial_of_a_fresh_worker_ms={k: 1000 * v for k, v in cold.items()},
+    )
 
 
-def _one_trial(study: optuna.Study, cfg: Any) -> float:
+def _one_trial(study: optuna.Study, budget: TrialBudget, cfg: Any) -> float:
+    """One turn of a worker's loop (tuner.worker.run_trials) without training or MLflow: the
+    budget claim, `optimize(n_trials=1)` (its heartbeat and stale-trial check) around the
+    objective's storage calls (the search space, the user attributes it sets, ten reports
+    with `should_prune`), then the best trial read as RecordTrial does and the ranking KeepBest
+    reads for a complete trial."""
+
+    def objective(trial: optuna.Trial) -> float:
+        suggest(trial, cfg)
+        trial.set_user_attr("mlflow_run_id", "-")
+        trial.set_user_attr("torch_threads", 1)
+        value = math.inf
+        for step in range(N_REPORTS):
+            value = 0.2 / (step + 1) + 0.05 * (trial.number % 7)
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        trial.set_user_attr("best_epoch", N_REPORTS - 1)
+        return value
+
+    def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        tuner_study.best_trial(study)
+        if trial.state == TrialState.COMPLETE:
+            keep.top_trials(study, 0, 1)
+
     started = time.perf_counter()
-    trial = study.ask()
-    suggest(trial, cfg)
-    value, state = math.inf, TrialState.COMPLETE
-    for step in range(N_REPORTS):
-        value = 0.2 / (step + 1) + 0.05 * (trial.number % 7)
-        trial.report(value, step)
-        if trial.should_prune():
-            state = TrialState.PRUNED
-            break
-    if state == TrialState.PRUNED:
-        study.tell(trial, state=state)
-    else:
-        study.tell(trial, value)
+    if not budget.claim():
+        raise RuntimeError("the benchmark's budget ran out")
+    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[record])
     return time.perf_counter() - started
 
 
