@@ -52,7 +52,8 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "TPE, 5 startup trials, hyperband": {
         "sampler": {"name": "tpe", "options": {"n_startup_trials": 5}},
         "pruner": {"name": "hyperband"},
-    },    # The history cap (tuner.history) at its smallest: it bites from the 21st finished trial on,
+    },
+    # The history cap (tuner.history) at its smallest: it bites from the 21st finished trial on,
     # well inside a search of up to 200 trials (docs/performance.md, "Growth").
     "TPE, history 10": {"sampler": {"name": "tpe", "history": 10}},
 }
