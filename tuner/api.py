@@ -7,14 +7,16 @@
 
 The same study, storage and MLflow records as `rnn-tuner run`; docs/python.md has the details.
 Unlike the command, nothing here installs signal handlers, calls sys.exit or reads environment
-variables: arguments, then the study file, then the embedded defaults (`rnn_tuner.db`,
-`mlflow.db` in the working directory). Ctrl-C (a KeyboardInterrupt, also Jupyter's "interrupt
+variables: arguments, then the study file, then the embedded defaults (`rnn_tuner.log`, a
+journal file, and `mlflow.db` in the working directory; or an older rnn-tuner's `rnn_tuner.db`
+found there without a journal, with a warning). Ctrl-C (a KeyboardInterrupt, also Jupyter's "interrupt
 the kernel") records the running trial as failed and is raised again once the worker stopped.
 """
 
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +24,9 @@ import yaml
 
 from tuner.config import StudyConfig, load_study_file, parse_study
 from tuner.urls import (
-    DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
     absolute_sqlite,
+    embedded_storage,
     redact,
     shared_by_processes,
 )
@@ -57,7 +59,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="rnn-tuner-") as tmp:
         req = RunRequest(
             cfg=cfg,
-            storage=absolute_sqlite(storage or cfg.study.storage or DEFAULT_STORAGE),
+            storage=absolute_sqlite(storage or cfg.study.storage or _default_storage()),
             tracking_uri=absolute_sqlite(tracking_uri or cfg.tracking.uri or DEFAULT_TRACKING_URI),
             study_name=study_name or cfg.study.name,
             n_trials=n_trials or cfg.budget.n_trials,
@@ -77,6 +79,13 @@ def _config(study: str | Path | dict[str, Any]) -> StudyConfig:
     return load_study_file(study)
 
 
+def _default_storage() -> str:
+    url, notice = embedded_storage()
+    if notice:
+        warnings.warn(notice, stacklevel=3)
+    return url
+
+
 def _study_file(study: str | Path | dict[str, Any], cfg: StudyConfig, tmp: Path) -> Path:
     if not isinstance(study, dict):
         return Path(study)
@@ -94,7 +103,7 @@ def _run_request(req: Any, workers: int) -> None:
         raise ValueError(
             f"workers={workers} needs a storage that several processes can write at once; "
             f"{redact(req.storage)} is SQLite. Pass storage='journal:///rnn_tuner.log' (this "
-            "machine) or 'journal+postgresql+psycopg://USER@HOST/DB' (docs/team.md), or run "
+            "machine, the default) or 'journal+postgresql+psycopg://USER@HOST/DB' (docs/team.md), or run "
             "one worker."
         )
     if workers > 1:
@@ -113,11 +122,11 @@ def _run_request(req: Any, workers: int) -> None:
 
 
 def load(name: str, *, storage: str | None = None) -> optuna.Study:
-    """The study `name` as Optuna holds it (default storage: rnn_tuner.db here).
+    """The study `name` as Optuna holds it (default storage: rnn_tuner.log here).
     Raises NoSuchStudy listing the studies the storage holds."""
     from tuner.report import load_study
 
-    return load_study(absolute_sqlite(storage or DEFAULT_STORAGE), name)
+    return load_study(absolute_sqlite(storage or _default_storage()), name)
 
 
 def results(name: str, *, storage: str | None = None) -> pandas.DataFrame:

@@ -20,6 +20,7 @@ from tuner.urls import (
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
     absolute_sqlite,
+    embedded_storage,
     redact,
     redact_logs,
     remember_secret,
@@ -46,7 +47,7 @@ _storage_option = click.option(
     "--storage",
     metavar="URL",
     help=f"Study database URL. Default: ${STORAGE_ENV}, else the study file's study.storage, "
-    f"else {DEFAULT_STORAGE}.",
+    f"else {DEFAULT_STORAGE} (or an older rnn-tuner's rnn_tuner.db here, if no journal is).",
 )
 
 
@@ -81,14 +82,18 @@ def _storage(
 ) -> tuple[str, str]:
     """The study database URL and its source; a URL that cannot work is an error (exit 2).
     `must_exist`: for the commands that only read, which must create no database."""
-    return _checked_url(
+    default, notice = embedded_storage()
+    url, source = _checked_url(
         storage_problem,
         must_exist,
         (cli_value, "--storage"),
         (_env(STORAGE_ENV), STORAGE_ENV),
         (file_value, "study.storage"),
-        (DEFAULT_STORAGE, "the default storage"),
+        (default, "the default storage"),
     )
+    if notice and source == "the default storage":
+        click.echo(notice, err=True)
+    return url, source
 
 
 def _tracking_uri(
@@ -317,7 +322,7 @@ def run(
     )
     ray_plan = _ray_plan(cfg, ray_address, workers)
     if ray_plan is not None:
-        _refuse_sqlite_on_ray(req.storage, req.tracking_uri, ray_plan.address)
+        _refuse_local_storage_on_ray(req.storage, req.tracking_uri, ray_plan.address)
     elif workers is None:
         workers = _default_workers(req)
     _refuse_sqlite_for_many(req.storage, workers or 1)
@@ -369,8 +374,8 @@ def _refuse_sqlite_for_many(storage: str, workers: int) -> None:
         _fail(
             f"--workers {workers} needs a storage that several processes can write at once; "
             f"{redact(storage)} is SQLite, which is for one process. On this machine use a "
-            "journal file (--storage journal:///rnn_tuner.log); across machines PostgreSQL "
-            "(--storage journal+postgresql+psycopg://USER:PASSWORD@HOST:5432/DB, see "
+            "journal file (--storage journal:///rnn_tuner.log, the default); across machines "
+            "PostgreSQL (--storage journal+postgresql+psycopg://USER:PASSWORD@HOST:5432/DB, see "
             "docs/team.md); or run one worker.",
             BAD_INPUT,
         )
@@ -401,16 +406,26 @@ def _ray_plan(cfg, cli_address: str | None, workers: int | None):  # noqa: ANN00
     )
 
 
-def _refuse_sqlite_on_ray(storage: str, tracking: str, address: str | None) -> None:
-    """Ray's workers are processes on any node: the study needs a database server. An MLflow
-    store in a file works only where every node sees the file (a local Ray, a shared disk)."""
-    from tuner.urls import is_sqlite
+def _refuse_local_storage_on_ray(storage: str, tracking: str, address: str | None) -> None:
+    """Ray's workers are processes on any node: the study needs a database server, also on a
+    Ray started here (a rehearsal of the cluster run). An MLflow store in a file works only
+    where every node sees the file (a local Ray, a shared disk)."""
+    from tuner.urls import is_sqlite, journal_file
 
-    if is_sqlite(storage):
+    fix = (
+        "Use PostgreSQL (--storage postgresql+psycopg://USER:PASSWORD@HOST:5432/DB, or its "
+        "journal: --storage journal+postgresql+psycopg://USER:PASSWORD@HOST:5432/DB; see "
+        "docs/scale.md)"
+    )
+    if is_sqlite(storage) or journal_file(storage) is not None:
+        what = (
+            "SQLite, which is for one process on one machine"
+            if is_sqlite(storage)
+            else "a journal file on this machine, which workers on other nodes cannot share"
+        )
         _fail(
             f"--ray runs workers as processes on any node of a Ray cluster; {redact(storage)} is "
-            "SQLite, which is for one process on one machine. Use a PostgreSQL URL (--storage "
-            "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB, see docs/scale.md)",
+            f"{what}. {fix}",
             BAD_INPUT,
         )
     if address is not None and not tracking.startswith(("http://", "https://", "databricks")):
@@ -545,12 +560,19 @@ def best(study: str, storage: str | None) -> None:
 @main.command()
 @click.argument("study")
 @click.option("--from", "source", metavar="URL", required=True, help="The storage it is in now.")
-@click.option("--to", "destination", metavar="URL", required=True, help="The storage to copy to.")
+@click.option(
+    "--to",
+    "destination",
+    metavar="URL",
+    default=DEFAULT_STORAGE,
+    show_default=True,
+    help="The storage to copy to.",
+)
 @click.option("--to-study-name", metavar="NAME", help="Its name there (default: the same).")
 def migrate(study: str, source: str, destination: str, to_study_name: str | None) -> None:
-    """Copy STUDY to another storage with optuna.copy_study, e.g. from SQLite or PostgreSQL to
-    a journal: `rnn-tuner migrate quickstart --from sqlite:///rnn_tuner.db --to
-    journal:///rnn_tuner.log`. The source keeps its copy; MLflow is untouched."""
+    """Copy STUDY to another storage with optuna.copy_study, e.g. from an older rnn-tuner's
+    default SQLite file to today's default journal file: `rnn-tuner migrate quickstart --from
+    sqlite:///rnn_tuner.db`. The source keeps its copy; MLflow is untouched."""
     from tuner.optuna_tools import migrate as copy
 
     quiet_libraries()
@@ -571,14 +593,16 @@ def migrate(study: str, source: str, destination: str, to_study_name: str | None
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def optuna_command(args: tuple[str, ...]) -> None:
-    """The stock `optuna` command, also on a journal in PostgreSQL: `rnn-tuner optuna trials
-    --storage journal+postgresql+psycopg://USER@HOST/DB --study-name NAME`."""
+    """The stock `optuna` command on the study storage (journals included, also in PostgreSQL):
+    `rnn-tuner optuna trials --study-name NAME`; without --storage (or $OPTUNA_STORAGE), that of
+    `rnn-tuner status`."""
     from tuner.optuna_tools import optuna_cli
 
     for i, arg in enumerate(args[:-1]):
         if arg == "--storage":
             remember_secrets(args[i + 1])
-    sys.exit(optuna_cli(list(args)))
+    creates = "create-study" in args
+    sys.exit(optuna_cli(list(args), lambda: _storage(None, must_exist=not creates)[0]))
 
 
 @main.command()

@@ -51,6 +51,7 @@ from tuner.default_space import DataSize, default_space
 from tuner.errors import BadInput
 from tuner.plugins import MULTI_OBJECTIVE_SAMPLERS, PRUNERS, SAMPLERS, option_problems
 from tuner.urls import (
+    DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
     redact,
     same_database,
@@ -165,9 +166,10 @@ class StudyBlock(_Strict):
     )
     storage: str | None = Field(
         default=None,
-        description="Study database URL (SQLAlchemy): `sqlite:///file.db` or "
+        description="Study storage URL: `journal:///file.log` (a journal file: several workers "
+        "on this machine), `sqlite:///file.db` (one worker) or "
         "`postgresql+psycopg://user:pass@host:5432/db`; `--storage` and `RNN_TUNER_STORAGE` "
-        "override it; null: `sqlite:///rnn_tuner.db`.",
+        f"override it; null: `{DEFAULT_STORAGE}`.",
     )
     heartbeat_interval: int = Field(
         default=10, ge=1, description="Seconds between a running trial's heartbeats."

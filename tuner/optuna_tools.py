@@ -3,12 +3,15 @@
 
 The stock `optuna` command and `optuna-dashboard` read an RDB URL and a journal file as they
 are (`optuna trials --storage rnn_tuner.log`); a journal in PostgreSQL is rnn-tuner's own
-backend, which they reach through `rnn-tuner optuna ...` and `rnn-tuner dashboard`.
+backend, which they reach through `rnn-tuner optuna ...` and `rnn-tuner dashboard`, which also
+open the default storage when given none.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -19,13 +22,17 @@ from tuner.study import make_storage
 from tuner.urls import absolute_sqlite, is_journal, redact
 
 
-def optuna_cli(args: list[str]) -> int:
-    """Optuna's command line with `args`; a `--storage` journal URL opens rnn-tuner's journal."""
+def optuna_cli(args: list[str], default_storage: Callable[[], str]) -> int:
+    """Optuna's command line with `args`; a `--storage` journal URL opens rnn-tuner's journal.
+    A command given neither --storage nor $OPTUNA_STORAGE (Optuna's own) opens
+    `default_storage()`, asked only then."""
     import optuna.cli
 
     opens = optuna.cli._get_storage  # the one function through which its commands open storage
 
     def storage(url: str | None, storage_class: str | None) -> Any:
+        if url is None and not os.environ.get("OPTUNA_STORAGE"):
+            url = default_storage()
         if url and is_journal(url) and not storage_class:
             return make_storage(absolute_sqlite(url))
         return opens(url, storage_class)

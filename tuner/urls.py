@@ -15,9 +15,12 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-# Embedded defaults: files in the working directory, no server to start.
-DEFAULT_STORAGE = "sqlite:///rnn_tuner.db"
+# Embedded defaults: files in the working directory, no server to start. The study is a journal
+# file, which the worker processes of `run` on this machine share: it uses every core.
+DEFAULT_STORAGE = "journal:///rnn_tuner.log"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# The default of rnn-tuner before the journal: SQLite, one worker process.
+OLD_DEFAULT_STORAGE = "sqlite:///rnn_tuner.db"
 
 # user:password@ up to the last @ of the URL, so a password holding @ or / is hidden whole.
 _PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s'\"]*):(?P<secret>[^\s'\"]*)@", re.I)
@@ -73,6 +76,23 @@ def absolute_sqlite(url: str) -> str:
     if prefix is None or url.startswith(prefix + "/") or url[len(prefix) :] in ("", ":memory:"):
         return url
     return prefix + str(Path(url[len(prefix) :]).resolve())
+
+
+def embedded_storage() -> tuple[str, str | None]:
+    """The storage when none is given, and a notice when it is not DEFAULT_STORAGE: a directory
+    holding an older rnn-tuner's rnn_tuner.db and no journal keeps its studies there, rather
+    than a run starting an empty study in a new journal beside them."""
+    old, new = sqlite_path(OLD_DEFAULT_STORAGE), journal_file(DEFAULT_STORAGE)
+    if old is None or new is None or not old.is_file() or Path(new).exists():
+        return DEFAULT_STORAGE, None
+    return OLD_DEFAULT_STORAGE, (
+        f"note: using {old.resolve()}, the study database of an rnn-tuner from before the "
+        f"default became a journal file ({DEFAULT_STORAGE}), on which `run` uses every core; "
+        "SQLite runs one worker. To move your studies to the journal: rnn-tuner migrate NAME "
+        f"--from {OLD_DEFAULT_STORAGE}, for each study (once the journal exists it is the "
+        f"default, and this note stops). To keep SQLite: --storage {OLD_DEFAULT_STORAGE}, or export "
+        f"RNN_TUNER_STORAGE={OLD_DEFAULT_STORAGE}."
+    )
 
 
 def is_sqlite(url: str) -> bool:
