@@ -15,8 +15,27 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDIES = ROOT / "studies"
 
 
+# What `rnn-tuner run` makes in its working directory when given no storage (README, "Where
+# things are kept"): a journal file, its budget and heartbeats in a side file beside it.
+DEFAULT_JOURNAL = "rnn_tuner.log"
+
+
+def default_storage(directory: Path | None = None) -> str:
+    """The URL of the study storage `run` uses in `directory` (default: here) given none."""
+    return f"journal:///{(directory or Path.cwd()).resolve() / DEFAULT_JOURNAL}"
+
+
+def default_study(name: str, directory: Path | None = None):  # noqa: ANN201 - optuna.Study
+    """Study `name` in the default storage of `directory` (default: here)."""
+    import optuna
+
+    from tuner.study import make_storage
+
+    return optuna.load_study(study_name=name, storage=make_storage(default_storage(directory)))
+
+
 def enter(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Work in `directory` on the embedded defaults (rnn_tuner.db, mlflow.db land there), one
+    """Work in `directory` on the embedded defaults (rnn_tuner.log, mlflow.db land there), one
     worker per command unless a test asks for more (the default is one per core on a storage
     several processes share: tests/test_journal.py)."""
     monkeypatch.chdir(directory)

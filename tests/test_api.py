@@ -16,7 +16,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, tiny_study
+from tests.conftest import ROOT, default_study, tiny_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -45,7 +45,7 @@ def python(code: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedPr
 
 
 def study_at(directory: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{directory}/rnn_tuner.db")
+    return default_study(name, directory)
 
 
 @pytest.mark.slow

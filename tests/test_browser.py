@@ -13,12 +13,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import optuna
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, tiny_study, write_study
+from tests.conftest import ROOT, default_study, tiny_study, write_study
 from tests.servers import mlflow_server
 from tuner.cli import main
 
@@ -68,7 +67,7 @@ def test_the_mlflow_ui_shows_the_trials_nested_under_the_study(workdir: Path, br
     assert result.exit_code == 0, result.output
     store = f"sqlite:///{workdir}/mlflow.db"
     experiment = MlflowClient(store).get_experiment_by_name("tiny").experiment_id
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/rnn_tuner.db")
+    study = default_study("tiny", workdir)
     parent_id = study.user_attrs["mlflow_parent_run_id"]
     SHOTS.mkdir(exist_ok=True)
 

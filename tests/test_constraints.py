@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from tests.conftest import tiny_study, write_study
+from tests.conftest import default_study, tiny_study, write_study
 from tuner.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -27,7 +27,7 @@ def run_study(workdir: Path, **blocks) -> tuple[optuna.Study, str]:
     study["enqueue"] = [LARGE, SMALL]
     result = CliRunner().invoke(main, ["run", str(write_study(workdir / "s.yaml", study))])
     assert result.exit_code == 0, result.output
-    return optuna.load_study(study_name="tiny", storage="sqlite:///rnn_tuner.db"), result.output
+    return default_study("tiny"), result.output
 
 
 def parent_tags(workdir: Path) -> dict[str, str]:

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from models import NpzData
 from models.data import task_data
 from models.data.folds import cv_folds, pooled
-from tests.conftest import write_study
+from tests.conftest import default_study, write_study
 from tuner.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -120,7 +120,7 @@ def test_a_trial_is_worth_the_mean_of_its_folds_and_retrain_uses_all_training_da
     study = cv_study(write_npz(workdir / "d.npz"), budget={"n_trials": 2, "max_epochs": 4})
     study["fixed"] |= {"scheduler": "cosine"}  # indexed by epoch over max_epochs
     assert run_cli("run", str(write_study(workdir / "s.yaml", study))).exit_code == 0
-    study = optuna.load_study(study_name="cv", storage=f"sqlite:///{workdir}/rnn_tuner.db")
+    study = default_study("cv", workdir)
     client, trials = runs(workdir, "trial")
     assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in study.trials)
     for trial in study.trials:
@@ -160,7 +160,7 @@ def test_pruning_judges_the_running_mean_after_each_fold(workdir):
         write_npz(workdir / "d.npz"), pruner={"name": "threshold", "options": {"upper": -1.0}}
     )
     assert run_cli("run", str(write_study(workdir / "s.yaml", study))).exit_code == 0
-    trials = optuna.load_study(study_name="cv", storage=f"sqlite:///{workdir}/rnn_tuner.db").trials
+    trials = default_study("cv", workdir).trials
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
     assert all(list(t.intermediate_values) == [0] for t in trials)
     client, found = runs(workdir, "trial")
@@ -230,9 +230,7 @@ def test_a_python_loader_is_cross_validated_without_seeing_cv_folds(workdir):
     study = cv_study(npz, budget={"n_trials": 1, "max_epochs": 2})
     study["task"] = {"source": "python", "loader": "myloader:load", "path": str(npz), "cv_folds": 2}
     assert run_cli("run", str(write_study(workdir / "s.yaml", study))).exit_code == 0
-    (trial,) = optuna.load_study(
-        study_name="cv", storage=f"sqlite:///{workdir}/rnn_tuner.db"
-    ).trials
+    (trial,) = default_study("cv", workdir).trials
     assert trial.state.name == "COMPLETE" and list(trial.intermediate_values) == [0, 1]
 
     study["task"] |= {"kind": "tagging"}

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from tests.conftest import STUDIES, tiny_study, write_study
+from tests.conftest import STUDIES, default_study, tiny_study, write_study
 from tuner.cli import main
 from tuner.config import parse_study
 
@@ -93,9 +92,7 @@ def test_every_shipped_study_gets_a_valid_default_space():
 def test_a_study_without_a_search_block_runs_on_the_default_space(workdir: Path):
     study = adding(64, budget={"n_trials": 2, "max_epochs": 2})
     assert run_cli("run", str(write_study(workdir / "s.yaml", study))).exit_code == 0
-    trials = optuna.load_study(
-        study_name="tiny", storage=f"sqlite:///{workdir}/rnn_tuner.db"
-    ).trials
+    trials = default_study("tiny", workdir).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     space = parse_study(study).search
     for trial in trials:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import optuna
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from tests.conftest import tiny_study, write_study
+from tests.conftest import default_storage, default_study, tiny_study, write_study
 from tuner.cli import main
 from tuner.config import StudyConfig
 from tuner.request import RunRequest
@@ -22,7 +21,7 @@ NO_BUDGET = {"max_epochs": 1}  # no n_trials, no timeout, no max_trials: until i
 
 
 def trials(workdir: Path, name: str = "tiny") -> list:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir}/rnn_tuner.db").trials
+    return default_study(name, workdir).trials
 
 
 def run(*args: str):
@@ -39,7 +38,7 @@ def test_a_data_error_with_no_trial_budget_stops_the_run_with_one_clear_error(wo
         budget=NO_BUDGET,
     )
     cfg = StudyConfig.model_validate(study)
-    req = RunRequest(cfg, f"sqlite:///{workdir}/rnn_tuner.db", f"sqlite:///{workdir}/mlflow.db",
+    req = RunRequest(cfg, default_storage(workdir), f"sqlite:///{workdir}/mlflow.db",
                      "tiny", progress=False)  # fmt: skip
     with pytest.raises(RecurringTrialFailure) as stopped:
         run_worker(req)

@@ -18,7 +18,14 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import ROOT, open_storage, tiny_study, write_study
+from tests.conftest import (
+    DEFAULT_JOURNAL,
+    ROOT,
+    default_storage,
+    open_storage,
+    tiny_study,
+    write_study,
+)
 from tests.servers import free_port, serve
 from tuner.cli import main
 
@@ -133,18 +140,17 @@ def test_a_journal_url_that_cannot_work_is_a_clear_error(workdir: Path):
 
 
 @pytest.mark.slow
-def test_run_starts_one_worker_per_core_by_default_with_an_exact_budget(
+def test_run_on_the_default_storage_starts_one_worker_per_core_with_an_exact_budget(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ):
     cores = len(os.sched_getaffinity(0))
     if cores < 2:
         pytest.skip("one core: the default is one worker")
     monkeypatch.delenv("RNN_TUNER_WORKERS")  # the user's default, not the tests' one worker
-    journal = f"journal:///{workdir}/rnn_tuner.log"
+    journal = default_storage(workdir)  # no --storage: the journal file the README names
     study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
     proc = subprocess.run(
-        [sys.executable, "-m", "tuner", "run", str(study_file), "--storage", journal]
-        + ["--max-trials", "5"],
+        [sys.executable, "-m", "tuner", "run", str(study_file), "--max-trials", "5"],
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -153,6 +159,7 @@ def test_run_starts_one_worker_per_core_by_default_with_an_exact_budget(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     expected = min(cores, 5)
+    assert f"study 'tiny' in {journal}; MLflow" in proc.stderr
     assert f"; {expected} workers" in proc.stderr
     assert len(set(re.findall(r"^\[w(\d+)\] study 'tiny': ", proc.stdout, re.M))) == expected
     assert sorted(t.number for t in trials(journal)) == list(range(5))
@@ -210,3 +217,36 @@ def test_the_journal_gives_every_trial_query_the_answer_of_optunas_own_replay(jo
         one.get_all_trials(study._study_id + 1)
     for storage in (one, two):
         storage.engine.dispose()
+
+
+def test_an_older_rnn_tuner_db_stays_the_default_with_a_note_until_it_is_migrated(workdir: Path):
+    """A directory where an rnn-tuner from before the journal default left rnn_tuner.db: its
+    studies are not hidden behind a new, empty journal; the note says how to keep or move them."""
+    study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
+    old = "sqlite:///rnn_tuner.db"
+    invoke("run", str(study_file), "--storage", old, "--n-trials", "1")
+    note = "rnn-tuner migrate NAME --from sqlite:///rnn_tuner.db"
+
+    status = invoke("status", "tiny").output
+    assert "1 trial(s): 1 complete" in status and note in status
+    assert f"--storage {old}" in status and f"RNN_TUNER_STORAGE={old}" in status
+    ran = invoke("run", str(study_file), "--n-trials", "1").output  # adds to the old study
+    assert note in ran and f"study 'tiny' in sqlite:///{workdir}/rnn_tuner.db" in ran
+    assert len(trials(f"sqlite:///{workdir}/rnn_tuner.db")) == 2
+    assert not any(workdir.glob(f"{DEFAULT_JOURNAL}*"))
+
+    moved = invoke("migrate", "tiny", "--from", old).output  # --to: the default journal
+    assert f"copied study 'tiny' (2 trials) to {default_storage(workdir)}" in moved
+    status = invoke("status", "tiny").output  # the journal exists: it is the default now
+    assert "2 trial(s): 2 complete" in status and "note:" not in status
+    # the stock optuna command through rnn-tuner, given no --storage, reads the same default
+    listed = invoke("optuna", "trials", "--study-name", "tiny", "-f", "json").output
+    assert [t["state"] for t in json.loads(listed)] == ["COMPLETE", "COMPLETE"]
+
+
+def test_without_a_study_the_default_storage_is_read_but_never_created(workdir: Path):
+    for args in (["status"], ["best", "tiny"], ["optuna", "studies"], ["dashboard"]):
+        out = invoke(*args, code=2).output
+        assert f"no study journal at {workdir / DEFAULT_JOURNAL}" in out, args
+        assert "Traceback" not in out
+    assert list(workdir.iterdir()) == []

@@ -15,7 +15,15 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, tiny_study, wait_for_training, write_study
+from tests.conftest import (
+    DEFAULT_JOURNAL,
+    ROOT,
+    default_storage,
+    default_study,
+    tiny_study,
+    wait_for_training,
+    write_study,
+)
 from tuner.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -42,7 +50,7 @@ def start(workdir: Path, study_file: Path) -> subprocess.Popen:
 
 
 def trials(workdir: Path) -> list[optuna.trial.FrozenTrial]:
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/rnn_tuner.db")
+    study = default_study("tiny", workdir)
     return study.trials
 
 
@@ -72,7 +80,7 @@ def ended(proc: subprocess.Popen) -> str:
 def wait_for_epochs(workdir: Path, proc: subprocess.Popen, n: int, timeout: float = 600) -> list:
     """Poll MLflow until the trial's run holds `n` epochs of val_mse; the worker must be alive.
     MLflow is opened once the trial trains, after the worker has created MLflow's tables."""
-    wait_for_training(f"sqlite:///{workdir}/rnn_tuner.db", "tiny", proc, lambda: ended(proc), 600)
+    wait_for_training(default_storage(workdir), "tiny", proc, lambda: ended(proc), 600)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, ended(proc)
@@ -83,12 +91,13 @@ def wait_for_epochs(workdir: Path, proc: subprocess.Popen, n: int, timeout: floa
     raise AssertionError(f"the run never showed {n} epochs")
 
 
-def stale_for(db: Path, seconds: int, timeout: float = 60) -> None:
-    """Until the database's clock says the trial's last heartbeat is `seconds` old."""
-    engine = sa.create_engine(f"sqlite:///{db}")
+def stale_for(workdir: Path, seconds: int, timeout: float = 60) -> None:
+    """Until the clock of the default journal's side database (tuner.journal) says the trial's
+    last heartbeat is `seconds` old."""
+    engine = sa.create_engine(f"sqlite:///{workdir / DEFAULT_JOURNAL}-workers.db")
     query = sa.text(
-        "SELECT count(*) FROM trial_heartbeats "
-        f"WHERE heartbeat < datetime('now', '-{seconds} seconds')"
+        "SELECT count(*) FROM rnn_tuner_journal_heartbeat "
+        f"WHERE beat < (julianday('now') - 2440587.5) * 86400.0 - {seconds}"
     )
     deadline = time.monotonic() + timeout
     try:
@@ -144,7 +153,7 @@ def test_a_killed_worker_s_run_keeps_every_epoch_it_finished(workdir: Path):
 
     # A later run notices the dead worker's trial once its heartbeat is older than the grace
     # period, and closes its run; the epochs stay.
-    stale_for(workdir / "rnn_tuner.db", seconds=3)
+    stale_for(workdir, seconds=3)
     resumed = tiny_study(**{**LONG, "budget": {"n_trials": 1, "max_epochs": 1}}, study=beating)
     result = CliRunner().invoke(main, ["run", str(write_study(workdir / "s.yaml", resumed))])
     assert result.exit_code == 0, result.output

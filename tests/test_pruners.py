@@ -10,7 +10,7 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import tiny_study, write_study
+from tests.conftest import default_study, tiny_study, write_study
 from tuner.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -24,7 +24,7 @@ def run_study(workdir: Path, pruner: dict, poor: dict) -> list[optuna.trial.Froz
     study["enqueue"] = [GOOD, poor]
     result = CliRunner().invoke(main, ["run", str(write_study(workdir / "s.yaml", study))])
     assert result.exit_code == 0, result.output
-    return optuna.load_study(study_name="tiny", storage="sqlite:///rnn_tuner.db").trials
+    return default_study("tiny").trials
 
 
 def test_patient_prunes_only_after_a_trial_stops_improving(workdir: Path):

@@ -65,7 +65,7 @@ def test_without_ray_installed_ray_is_an_error_naming_the_extra(
     result = CliRunner().invoke(main, ["run", str(study_file), "--ray"])
     assert result.exit_code == 2, result.output
     assert EXTRA in result.output and "Traceback" not in result.output
-    assert not (workdir / "rnn_tuner.db").exists() and not (workdir / "mlflow.db").exists()
+    assert list(workdir.iterdir()) == [study_file]  # no study storage, no MLflow store
 
     # the study file's cluster.ray asks for Ray just the same
     study_file = write_study(workdir / "c.yaml", tiny_study(cluster={"ray": {"address": "auto"}}))
@@ -73,13 +73,26 @@ def test_without_ray_installed_ray_is_an_error_naming_the_extra(
     assert result.exit_code == 2 and EXTRA in result.output, result.output
 
 
-def test_ray_workers_on_sqlite_are_refused_before_anything_is_made(workdir: Path):
+@pytest.mark.parametrize(
+    "storage,what",
+    [
+        ("sqlite:///rnn_tuner.db", "is SQLite"),
+        ("journal:///x.log", "is a journal file on this machine"),
+        (None, "is a journal file on this machine"),  # the default storage
+    ],
+)
+def test_ray_workers_on_a_storage_in_a_local_file_are_refused_before_anything_is_made(
+    workdir: Path, storage: str | None, what: str
+):
     pytest.importorskip("ray")
     study_file = write_study(workdir / "s.yaml", tiny_study())
-    result = CliRunner().invoke(main, ["run", str(study_file), "--ray"])
+    args = ["run", str(study_file), "--ray"] + (["--storage", storage] if storage else [])
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
-    assert "SQLite" in result.output and "postgresql+psycopg://" in result.output
-    assert not (workdir / "rnn_tuner.db").exists() and not (workdir / "mlflow.db").exists()
+    assert what in result.output and "Traceback" not in result.output
+    for fix in ("--storage postgresql+psycopg://", "--storage journal+postgresql+psycopg://"):
+        assert fix in result.output
+    assert list(workdir.iterdir()) == [study_file]  # no study storage, no MLflow store
 
 
 def test_cluster_keys_are_validated_together(workdir: Path):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from models import AddingData, SequenceModule, evaluate, load_task
-from tests.conftest import enter, tiny_study, write_study
+from tests.conftest import default_study, enter, tiny_study, write_study
 from tuner.cli import main
 from tuner.figures import TrialRecord, curves_figure, study_figures
 from tuner.tracking import Tracker
@@ -51,7 +51,7 @@ def in_studied(studied: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def parent_and_trials(directory: Path, name: str = "tiny") -> tuple[MlflowClient, str, list]:
     client = MlflowClient(tracking_uri=f"sqlite:///{directory}/mlflow.db")
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{directory}/rnn_tuner.db")
+    study = default_study(name, directory)
     parent_id = study.user_attrs["mlflow_parent_run_id"]
     experiment = client.get_run(parent_id).info.experiment_id
     trials = client.search_runs([experiment], "tags.`rnn_tuner.role` = 'trial'", max_results=1000)
@@ -164,7 +164,7 @@ def test_retrain_registers_a_version_that_loads_and_predicts_the_same(
     in_studied: Path, monkeypatch: pytest.MonkeyPatch
 ):
     client, parent_id, _ = parent_and_trials(in_studied)
-    best = optuna.load_study(study_name="tiny", storage="sqlite:///rnn_tuner.db").best_trial
+    best = default_study("tiny").best_trial
     out = cli("retrain", "tiny").output  # the study file: the copy logged in the parent run
     assert f"retrained trial {best.number} of study 'tiny'" in out
     assert f"validation val_mse: {best.value:.5g} in the study, {best.value:.5g} retrained" in out  # fmt: skip

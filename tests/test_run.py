@@ -17,7 +17,15 @@ import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, tiny_study, wait_for_training, write_study
+from tests.conftest import (
+    DEFAULT_JOURNAL,
+    ROOT,
+    default_storage,
+    default_study,
+    tiny_study,
+    wait_for_training,
+    write_study,
+)
 from tuner.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -29,7 +37,7 @@ def run_cli(*args: str):
 
 
 def load(workdir: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir}/rnn_tuner.db")
+    return default_study(name, workdir)
 
 
 def mlflow_runs(workdir: Path, experiment: str) -> tuple[MlflowClient, list, list]:
@@ -204,7 +212,7 @@ def test_ctrl_c_fails_the_running_trial_everywhere_and_the_study_resumes(workdir
     )
     study_file = write_study(workdir / "s.yaml", study)
     proc = start_run(workdir, study_file)
-    wait_for_training(f"sqlite:///{workdir}/rnn_tuner.db", "tiny", proc, proc.stdout.read)
+    wait_for_training(default_storage(workdir), "tiny", proc, proc.stdout.read)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
@@ -258,7 +266,7 @@ def test_an_unreachable_tracking_server_is_a_clear_error_before_any_trial(workdi
     assert result.exit_code == 1
     assert "cannot use the MLflow tracking store at http://127.0.0.1:9" in result.output
     assert "Start the server or fix MLFLOW_TRACKING_URI" in result.output
-    assert not (workdir / "rnn_tuner.db").exists()  # nothing half-started
+    assert not any(workdir.glob(f"{DEFAULT_JOURNAL}*"))  # nothing half-started
 
 
 @pytest.mark.slow
@@ -273,7 +281,7 @@ def test_a_tracking_server_that_drops_out_loses_nothing_on_the_optuna_side(workd
     backend = f"sqlite:///{workdir}/server.db"
     with mlflow_server(backend, workdir / "artifacts") as server:
         proc = start_run(workdir, study_file, "--tracking-uri", server)
-        wait_for_training(f"sqlite:///{workdir}/rnn_tuner.db", "tiny", proc, proc.stdout.read)
+        wait_for_training(default_storage(workdir), "tiny", proc, proc.stdout.read)
     # the server is gone for the rest of the study
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out

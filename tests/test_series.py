@@ -7,7 +7,6 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pandas as pd
 import pytest
 import torch
@@ -18,7 +17,7 @@ from mlflow import MlflowClient
 from models import Settings, evaluate, train
 from models.data import CsvData, SineData, TaskData, load_task
 from models.errors import DataError
-from tests.conftest import ROOT, STUDIES, tiny_study, write_study
+from tests.conftest import ROOT, STUDIES, default_study, tiny_study, write_study
 from tuner.cli import main
 
 SLOPES = {"a": 1, "b": 2, "c": 5, "short": 1}  # series name -> sales = 1000 * code + slope * t
@@ -249,9 +248,7 @@ def test_a_forecast_study_reports_the_naive_baselines_and_optimises_relative_mse
     baselines = load_task(
         CsvData(**{k: v for k, v in task.items() if k != "source"})
     ).info.baselines
-    trials = optuna.load_study(
-        study_name="stores", storage=f"sqlite:///{workdir}/rnn_tuner.db"
-    ).trials
+    trials = default_study("stores", workdir).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
     experiment = client.get_experiment_by_name("stores")
@@ -311,7 +308,6 @@ def test_the_shipped_stores_study_runs_a_two_trial_smoke(workdir: Path):
     study["budget"] = {"n_trials": 2, "max_epochs": 2}
     result = CliRunner().invoke(main, ["run", str(write_study(workdir / "s.yaml", study))])
     assert result.exit_code == 0, result.output
-    storage = f"sqlite:///{workdir}/rnn_tuner.db"
-    trials = optuna.load_study(study_name="forecast-stores", storage=storage).trials
+    trials = default_study("forecast-stores", workdir).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert all(0 < t.value < 10 for t in trials)  # val_mse_rel: a ratio near 1, not a raw MSE

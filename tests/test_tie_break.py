@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from tests.conftest import tiny_study, write_study
+from tests.conftest import default_study, tiny_study, write_study
 from tuner.cli import main
 from tuner.config import Objective, StudyFileError, parse_study
 
@@ -67,7 +67,7 @@ def test_two_trials_with_equal_accuracy_are_ordered_by_their_loss(workdir: Path)
     result = CliRunner().invoke(main, ["run", str(write_study(workdir / "s.yaml", study))])
     assert result.exit_code == 0, result.output
 
-    trials = optuna.load_study(study_name="tiny", storage="sqlite:///rnn_tuner.db").trials
+    trials = default_study("tiny").trials
     client = MlflowClient(tracking_uri="sqlite:///mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     runs = {
@@ -86,7 +86,7 @@ def test_two_trials_with_equal_accuracy_are_ordered_by_their_loss(workdir: Path)
     by_loss = sorted(trials, key=lambda t: losses[t.number])
     by_value = sorted(trials, key=lambda t: t.value, reverse=True)
     assert [t.number for t in by_value] == [t.number for t in by_loss]
-    best = optuna.load_study(study_name="tiny", storage="sqlite:///rnn_tuner.db").best_trial
+    best = default_study("tiny").best_trial
     assert best.number == by_loss[0].number
 
 

@@ -9,14 +9,13 @@ import math
 import textwrap
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from models import Settings, TextData, load_task, train
-from tests.conftest import ROOT, STUDIES, tiny_study, write_study
+from tests.conftest import ROOT, STUDIES, default_study, tiny_study, write_study
 from tuner.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -84,9 +83,7 @@ def test_the_example_network_is_tuned_with_its_user_settings_recorded(
     assert result.exit_code == 0, result.output
     assert "2 complete" in result.output
 
-    trials = optuna.load_study(
-        study_name="user-network", storage=f"sqlite:///{workdir}/rnn_tuner.db"
-    ).trials
+    trials = default_study("user-network", workdir).trials
     assert [t.params["truncation"] for t in trials] == [5, None]
     assert all(t.params["user.kernel_size"] in (2, 4, 8) for t in trials)
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
