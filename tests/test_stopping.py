@@ -136,9 +136,13 @@ def test_two_workers_stop_once_the_best_reaches_the_target(workdir: Path, postgr
 
 
 @pytest.mark.slow
-def test_a_stopped_study_resumes_when_the_study_file_loosens_the_rule(workdir: Path):
-    """On the default SQLite storage: a run of the same file starts nothing; a larger patience
-    carries on, counting the study's whole history, and clears the record until it fires again."""
+def test_a_stopped_study_resumes_when_the_study_file_loosens_the_rule(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """On SQLite (the journal file has the next test): a run of the same file starts nothing; a
+    larger patience carries on, counting the study's whole history, and clears the record until
+    it fires again."""
+    monkeypatch.setenv("RNN_TUNER_STORAGE", "sqlite:///rnn_tuner.db")
     study_file = write_study(workdir / "s.yaml", study(stop_after_no_improvement=1))
     invoke("run", str(study_file))
     stopped = loaded("sqlite:///rnn_tuner.db")
