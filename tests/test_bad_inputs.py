@@ -44,7 +44,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     enter(store, mp)
     try:
         (store / "kept.yaml").write_text(dump(base_study()), encoding="utf-8")
-        result = CliRunner().invoke(main, ["run", "kept.yaml"])
+        # SQLite, named: every case runs against this store (RNN_TUNER_STORAGE in `_invoke`)
+        run = ["run", "kept.yaml", "--storage", "sqlite:///rnn_tuner.db"]
+        result = CliRunner().invoke(main, run)
         assert result.exit_code == 0, result.output
         client = MlflowClient(f"sqlite:///{store}/mlflow.db")
         client.delete_experiment(client.create_experiment("gone"))

@@ -148,7 +148,8 @@ def storage_problem(url: str, *, must_exist: bool = False) -> str | None:
     if backend not in DATABASES:
         return (
             f"{backend!r} is not a database rnn-tuner can store a study in; use {DEFAULT_STORAGE} "
-            "(a file) or postgresql+psycopg://USER:PASSWORD@HOST:5432/DB (a server)"
+            f"(a file, several workers), {OLD_DEFAULT_STORAGE} (a file, one worker) or "
+            "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB (a server)"
         )
     return _driver_problem(url) or _sqlite_file_problem(url, must_exist, "study database")
 
