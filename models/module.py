@@ -9,7 +9,8 @@
 - optimiser, schedule, clipping: `models.optim`; early stopping and best values: `models.stopping`
 - the gradient-flow diagnostic: `models.diagnostics`
 
-Optimisation is manual, since truncated BPTT steps the optimizer once per chunk. Metrics are
+Optimisation is manual, since truncated BPTT steps the optimizer once per chunk; so a Lightning
+step may also be a list of batches (`SequenceDataModule(batches_per_step=k)`), trained in order. Metrics are
 summed in tensors during the epoch and turned into numbers once, when the epoch closes (after its
 validation): a row of `history` with every metric, its best value so far, the learning rate,
 the gradient norms and the gradient flow. `models.train` passes each row on to its callbacks.
@@ -123,7 +124,12 @@ class SequenceModule(pl.LightningModule):
         self._train_sums = {}
         self._epoch_closed = False
 
-    def training_step(self, batch: Batch, batch_idx: int) -> None:
+    def training_step(self, batch: Batch | list[Batch], batch_idx: int) -> None:
+        """One batch, or a group of them in order (`SequenceDataModule(batches_per_step=...)`)."""
+        for one in batch if isinstance(batch, list) else (batch,):
+            self._train_batch(one)
+
+    def _train_batch(self, batch: Batch) -> None:
         if self.many_to_one:
             loss = self.truncated_loss(batch)
             self._optimize(loss + self.penalty(), loss)
@@ -167,9 +173,14 @@ class SequenceModule(pl.LightningModule):
         self.val_state = None
         self._val_sums = {}
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch | list[Batch], batch_idx: int) -> None:
+        group = batch if isinstance(batch, list) else (batch,)
         if batch_idx == 0:
-            self._grad_flow = self.gradient_flow(diagnostics.first_sequences(batch))
+            self._grad_flow = self.gradient_flow(diagnostics.first_sequences(group[0]))
+        for one in group:
+            self._validate_batch(one)
+
+    def _validate_batch(self, batch: Batch) -> None:
         state = tbptt.carried(self.val_state, batch.targets.shape[0])
         sums, self.val_state = self.evaluate_batch(batch, state)
         accumulate(self._val_sums, **sums)

@@ -440,3 +440,21 @@ def test_text_too_short_for_the_batch_size_names_it(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="batch_size 64"):
         SequenceDataModule(data, batch_size=64)
     assert len(SequenceDataModule(data, batch_size=8).train_dataloader()) > 0
+
+
+@pytest.mark.parametrize("name", ["adding", "text", "tagged"])
+def test_batches_per_step_groups_the_same_batches_in_the_same_order(name: str) -> None:
+    data = load_task(CONFIGS[name])
+    one, grouped = (SequenceDataModule(data, 8, seed=1, batches_per_step=k) for k in (1, 3))
+    for split in ("train", "val"):
+        batches = list(getattr(one, f"{split}_dataloader")())
+        groups = list(getattr(grouped, f"{split}_dataloader")())
+        assert (
+            len(groups) == len(getattr(grouped, f"{split}_dataloader")()) == -(-len(batches) // 3)
+        )
+        flat = [batch for group in groups for batch in group]
+        assert len(flat) == len(batches)
+        for a, b in zip(batches, flat, strict=True):
+            assert all(torch.equal(x, y) for x, y in zip(a[:2], b[:2], strict=True))
+    with pytest.raises(DataError, match="batches_per_step must be at least 1, got 0"):
+        SequenceDataModule(data, 8, batches_per_step=0)

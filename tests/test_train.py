@@ -2,6 +2,7 @@
 
 import logging
 import math
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -9,8 +10,10 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping
 
 from models import AddingData, EpochCallback, Settings, TrainResult, evaluate, load_task, train
+from models.data import SineData, TaggedData
 from models.data.base import DataInfo, Split, TaskData
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "studies" / "data"
 TINY = Settings(hidden_size=16, batch_size=32, lr=2e-2, max_epochs=3, patience=None)
 
 
@@ -175,3 +178,52 @@ def test_lstm_and_gru_solve_the_adding_problem_at_length_50(cell):
     solved = EarlyStopping("val_mse", patience=15, mode="min", stopping_threshold=0.01)
     result = train(settings, data, callbacks=[solved])
     assert result.best_value < 0.05, [round(row["val_mse"], 4) for row in result.history]
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+GROUPED = {  # a few batches per epoch, so that groups of 3 leave a short last group
+    "adding LSTM 2 layers, dropout, L2, clipping, step schedule": (
+        AddingData(seq_len=12, n_train=224, n_val=96, n_test=32),
+        dict(num_layers=2, dropout=0.3, weight_decay=1e-3, scheduler="step", lr_step=1),
+    ),
+    "adding GRU truncated k=4, L1, clip by value": (
+        AddingData(seq_len=12, n_train=224, n_val=96, n_test=32),
+        dict(cell="gru", truncation=4, l1=1e-4, clip_norm=None, clip_value=0.5),
+    ),
+    "char LM RNN truncated k=3, state carried, output dropout, cosine schedule": (
+        _language(),
+        dict(cell="rnn", truncation=3, output_dropout=0.2, scheduler="cosine", batch_size=8),
+    ),
+    "tagging bidirectional LSTM": (
+        TaggedData(path=str(EXAMPLES / "tagged.tsv")),
+        dict(bidirectional=True, input_dropout=0.1),
+    ),
+    "sine regression, L1, SGD": (
+        SineData(seq_len=16, horizon=2, n_train=200, n_val=64, n_test=32),
+        dict(l1=1e-3, optimizer="sgd", momentum=0.9),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", GROUPED)
+def test_batches_per_step_trains_exactly_as_one_batch_per_step(name):
+    """Several batches per Lightning step (fewer of its per-step calls) is the same training:
+    the same history, value for value, the same optimizer steps and the same weights."""
+    data, changes = GROUPED[name]
+    task = data if isinstance(data, TaskData) else load_task(data)
+    settings = Settings(**{**TINY.to_dict(), "max_epochs": 3, **changes})
+    runs = [train(settings, task, batches_per_step=k) for k in (1, 3, None)]
+    one = runs[0]
+    assert len(one.history) == 3
+    for other in runs[1:]:
+        assert len(other.history) == len(one.history)
+        for row, other_row in zip(one.history, other.history, strict=True):
+            assert row.keys() == other_row.keys()
+            assert all(_same(row[k], other_row[k]) for k in row), (row, other_row)
+        assert other.trainer.global_step == one.trainer.global_step
+        assert other.grad_flow_profile == one.grad_flow_profile
+        for p, q in zip(one.module.parameters(), other.module.parameters(), strict=True):
+            assert torch.equal(p, q)

@@ -9,16 +9,22 @@ epoch walks consecutive windows in order, so the model can carry its state from 
 next. Validation and test use `eval_streams` streams (10, as in pytorch/examples'
 word_language_model) whatever the training batch size, so a trial's validation loss does not
 depend on the `batch_size` being tuned; a split too short for that many full windows gets fewer.
+
+With `batches_per_step=k > 1` the train and validation loaders yield lists of up to k batches in
+the same order, and `SequenceModule` (which does its own optimisation) steps through each list: one
+Lightning step per k batches, so its per-step hooks, progress and bookkeeping run k times less
+often. Training and validation are unchanged; only what Lightning counts as a batch is a group.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 
 from models.data.base import Batch, DataInfo, Split, TaskData
 from models.errors import DataError
@@ -26,16 +32,25 @@ from models.errors import DataError
 
 class SequenceDataModule(pl.LightningDataModule):
     def __init__(
-        self, data: TaskData, batch_size: int, seed: int = 0, eval_streams: int | None = 10
+        self,
+        data: TaskData,
+        batch_size: int,
+        seed: int = 0,
+        eval_streams: int | None = 10,
+        batches_per_step: int = 1,
     ) -> None:
         """`seed` sets the training order of every epoch; `eval_streams` (language models only)
-        is the number of parallel validation/test streams, None = `batch_size`."""
+        is the number of parallel validation/test streams, None = `batch_size`;
+        `batches_per_step` > 1 groups the train and validation batches into lists of that many."""
         super().__init__()
         if batch_size < 1:
             raise DataError(f"batch_size must be at least 1, got {batch_size}")
         if eval_streams is not None and eval_streams < 1:
             raise DataError(f"eval_streams must be at least 1, got {eval_streams}")
+        if batches_per_step < 1:
+            raise DataError(f"batches_per_step must be at least 1, got {batches_per_step}")
         self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.batches_per_step = batches_per_step
         self.eval_streams = eval_streams or batch_size
         if self.info.task == "language_model":
             tokens, window = len(data.train.inputs), self.info.max_len
@@ -53,32 +68,66 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.info.task == "language_model":
-            return _loader(_Windows(self.data.train.inputs, self.batch_size, self.info.max_len))
+            windows = _Windows(self.data.train.inputs, self.batch_size, self.info.max_len)
+            return _loader(windows, SequentialSampler(windows), self.batches_per_step)
         dataset = _Gather(self.data.train, trim_targets=self.info.task == "tagging")
-        return _loader(dataset, _ShuffledBatches(len(dataset), self.batch_size, self.seed))
+        batches = _ShuffledBatches(len(dataset), self.batch_size, self.seed)
+        return _loader(dataset, batches, self.batches_per_step)
 
     def val_dataloader(self) -> DataLoader:
-        return self._in_order(self.data.val)
+        return self._in_order(self.data.val, self.batches_per_step)
 
     def test_dataloader(self) -> DataLoader:
         return self._in_order(self.data.test)
 
-    def _in_order(self, split: Split) -> DataLoader:
+    def _in_order(self, split: Split, group: int = 1) -> DataLoader:
         if self.info.task == "language_model":
             window = self.info.max_len
             streams = max(1, min(self.eval_streams, len(split.inputs) // (window + 1)))
-            return _loader(_Windows(split.inputs, streams, window))
+            windows = _Windows(split.inputs, streams, window)
+            return _loader(windows, SequentialSampler(windows), group)
         dataset = _Gather(split, trim_targets=self.info.task == "tagging")
-        return _loader(dataset, _InOrderBatches(len(dataset), self.batch_size))
+        return _loader(dataset, _InOrderBatches(len(dataset), self.batch_size), group)
 
 
-def _loader(dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
+def _loader(dataset: Dataset, sampler: Sampler, group: int = 1) -> DataLoader:
     # batch_size=None: each index the sampler yields is a whole batch, passed to dataset[...].
+    if group > 1:
+        dataset, sampler = _Grouped(dataset), _GroupedSampler(sampler, group)
     return DataLoader(dataset, batch_size=None, sampler=sampler, collate_fn=_as_is)
 
 
 def _as_is(batch: Batch) -> Batch:
     return batch
+
+
+class _Grouped(Dataset):
+    """A dataset indexed by a list of its own indices: the list of their batches."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, indices: list) -> list[Batch]:
+        return [self.dataset[i] for i in indices]
+
+
+class _GroupedSampler(Sampler):
+    """Another sampler's indices in consecutive lists of up to `group`."""
+
+    def __init__(self, sampler: Sampler, group: int) -> None:
+        self.sampler, self.group = sampler, group
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.group)
+
+    def __iter__(self) -> Iterator[list]:
+        indices = iter(self.sampler)
+        while chunk := list(itertools.islice(indices, self.group)):
+            yield chunk
 
 
 class _Gather(Dataset):
