@@ -10,6 +10,15 @@
 
 Rounds interleave a b a b; the figure is the median of the paired ratios b/a of time per epoch.
 
+The peer row runs the same trial (adding T=50, LSTM-64) as a user would write it by hand in a
+separate venv (benchmarks/peer_trial.py: `lightning`, optuna-integration's pruning callback,
+Lightning's MLFlowLogger), rounds interleaved with ours: time per epoch (between the first and the
+last epoch's end) and per trial (the whole `study.optimize`).
+
+The memory rows give the peak resident memory (ru_maxrss of a fresh child process) of one worker
+running the quickstart trial and the word LM trial, next to the bare loop on the same data, and
+what importing torch, Lightning, MLflow and the tuner adds.
+
 A last row prices the live curves on a quickstart trial: the same trial with each epoch sent to
 MLflow as it ends (the default) against sending every epoch at the trial's end (as before live
 curves), and the sender thread's CPU time as a share of the epoch time.
@@ -19,10 +28,15 @@ curves), and the sender thread's CPU time as a share of the epoch time.
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -30,7 +44,7 @@ from torch import nn
 
 from benchmarks.common import row
 from models import Settings
-from models.data import SequenceDataModule
+from models.data.base import Batch
 from models.data.config import AddingData, TextData
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,8 +153,35 @@ def _detach(state):  # noqa: ANN001, ANN202
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
-def bare_loop(s: Settings, task) -> float:  # noqa: ANN001
-    """Seconds per epoch of the plainest loop that trains the same thing."""
+class _PlainBatches:
+    """Train and validation batches without the datamodule (so without importing Lightning), for
+    the memory rows: shuffled slices of the tensors, or a language model's windows in order."""
+
+    def __init__(self, task, batch_size: int) -> None:  # noqa: ANN001
+        self.task, self.batch_size = task, batch_size
+
+    def _batches(self, split, streams: int, shuffle: bool):  # noqa: ANN001, ANN202
+        if self.task.info.task == "language_model":
+            rows = split.inputs[: len(split.inputs) // streams * streams].view(streams, -1)
+            window = self.task.info.max_len
+            for t in range(0, rows.shape[1] - 1, window):
+                yield Batch(rows[:, t : t + window], rows[:, t + 1 : t + window + 1], None)
+            return
+        n = len(split.inputs)
+        order = torch.randperm(n) if shuffle else torch.arange(n)
+        for index in order.split(self.batch_size):
+            yield Batch(split.inputs[index], split.targets[index], None)
+
+    def train_dataloader(self):  # noqa: ANN201
+        return self._batches(self.task.train, self.batch_size, shuffle=True)
+
+    def val_dataloader(self):  # noqa: ANN201
+        return self._batches(self.task.val, 10, shuffle=False)
+
+
+def bare_loop(s: Settings, task, plain: bool = False) -> float:  # noqa: ANN001
+    """Seconds per epoch of the plainest loop that trains the same thing; `plain` batches without
+    the datamodule (the memory rows: no Lightning import)."""
     torch.manual_seed(s.seed)
     info, lm = task.info, task.info.task == "language_model"
     model = _Bare(s, info)
@@ -149,7 +190,12 @@ def bare_loop(s: Settings, task) -> float:  # noqa: ANN001
         if s.optimizer == "sgd"
         else torch.optim.Adam(model.parameters(), lr=s.lr)
     )
-    dm = SequenceDataModule(task, s.batch_size, s.seed)
+    if plain:
+        dm = _PlainBatches(task, s.batch_size)
+    else:
+        from models.data import SequenceDataModule
+
+        dm = SequenceDataModule(task, s.batch_size, s.seed)
     started = time.perf_counter()
     for _ in range(s.max_epochs):
         state = None
@@ -227,6 +273,14 @@ def tuner_trial(
     tracker = Tracker(f"sqlite:///{workdir}/mlflow.db", "overhead")
     if not live:
         tracker.log_epoch = lambda run_id, row: None  # type: ignore[method-assign]
+    elif stats is not None:  # when each epoch ended, as the trial hands it to the tracker
+        ends, log_epoch = stats.setdefault("epoch_ends", []), tracker.log_epoch
+
+        def timed(run_id, row):  # noqa: ANN001, ANN202
+            ends.append(time.perf_counter())
+            log_epoch(run_id, row)
+
+        tracker.log_epoch = timed  # type: ignore[method-assign]
     parent = tracker.create_parent(cfg.study.name, {})
     study = optuna.create_study(
         storage=f"sqlite:///{workdir}/optuna.db",
@@ -241,7 +295,221 @@ def tuner_trial(
     assert study.trials[-1].state.name == "COMPLETE"
     if stats is not None:
         stats["sender_cpu_s"] = tracker.sender.busy_s
+        stats["trial_s"] = elapsed
     return elapsed / len(study.trials[-1].intermediate_values)
+
+
+# ---------------------------------------------------------------- (c) the hand-written peer
+
+PEER_VENV = Path.home() / ".cache" / "rnn-tuner" / "peer-venv"
+
+
+def _peer_packages() -> list[str]:
+    """The peer's packages, at the versions of ours (`lightning` is `pytorch_lightning` under its
+    other name); optuna-integration at the release that matches Optuna 5."""
+    torch_version = metadata.version("torch").split("+")[0]
+    same = {name: metadata.version(name) for name in ("optuna", "mlflow")}
+    return [
+        f"torch=={torch_version}",
+        f"lightning=={metadata.version('pytorch-lightning')}",
+        *(f"{name}=={version}" for name, version in same.items()),
+        "optuna-integration==5.0.0",
+    ]
+
+
+def peer_python() -> Path:
+    """The peer venv's python, made on first use (a few minutes: a clean venv, no system site
+    packages, so `lightning` and our `pytorch_lightning` never meet)."""
+    python, marker = PEER_VENV / "bin" / "python", PEER_VENV / "rnn-tuner-packages.txt"
+    packages = _peer_packages()
+    if marker.exists() and marker.read_text().split() == packages:
+        return python
+    print(f"making the peer venv {PEER_VENV}: {' '.join(packages)}", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEER_VENV)], check=True)
+    log = PEER_VENV / "pip-install.log"
+    with log.open("w") as out:
+        done = subprocess.run(
+            [str(python), "-m", "pip", "install", *packages], stdout=out, stderr=out
+        )
+    if done.returncode != 0:
+        raise OSError(f"pip install failed, see {log}")
+    marker.write_text("\n".join(packages) + "\n")
+    return python
+
+
+def _steady_epoch_s(ends: list[float]) -> float:
+    """Time per epoch between the first epoch's end and the last's (no setup, no teardown)."""
+    return (ends[-1] - ends[0]) / (len(ends) - 1)
+
+
+def peer_rows(quick: bool, workdir: Path) -> list[dict]:
+    """Our trial against the peer's, adding T=50 LSTM-64: per epoch and per trial."""
+    from models.data import task_data
+
+    case = _cases(quick)[0]
+    s, task = case["settings"], task_data(case["data"])
+    name = "peer: hand-written Lightning + optuna-integration + MLFlowLogger, adding LSTM-64"
+    try:
+        python = peer_python()
+    except (subprocess.CalledProcessError, OSError) as e:
+        return [row(f"{name}: not run, the peer venv could not be made ({e})", None, "-", None)]
+    data = workdir / "peer.pt"
+    torch.save(
+        {
+            "x": task.train.inputs,
+            "y": task.train.targets,
+            "vx": task.val.inputs,
+            "vy": task.val.targets,
+            "settings": s.to_dict(),
+        },
+        data,
+    )
+    script = str(ROOT / "benchmarks" / "peer_trial.py")
+    peer = subprocess.Popen(
+        [str(python), script, str(data), str(workdir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+
+    def peer_trial() -> dict:
+        assert peer.stdin is not None and peer.stdout is not None
+        peer.stdin.write("trial\n")
+        peer.stdin.flush()
+        line = peer.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the peer ({script}) stopped: exit code {peer.wait()}")
+        return json.loads(line)
+
+    epoch, trial, ours_epoch, theirs_epoch, ours_trial, theirs_trial = [], [], [], [], [], []
+    try:
+        peer_trial()  # warm-up: imports done, first-call allocations
+        for r in range(3 if quick else 5):
+            theirs = peer_trial()
+            stats: dict = {}
+            tuner_trial(s, case["data"], workdir, 5000 + r, stats=stats)
+            ours_epoch.append(_steady_epoch_s(stats["epoch_ends"]))
+            theirs_epoch.append(_steady_epoch_s(theirs["epoch_ends"]))
+            ours_trial.append(stats["trial_s"])
+            theirs_trial.append(theirs["trial_s"])
+            epoch.append(ours_epoch[-1] / theirs_epoch[-1])
+            trial.append(ours_trial[-1] / theirs_trial[-1])
+    finally:
+        if peer.stdin:
+            peer.stdin.close()
+        peer.wait(timeout=60)
+    return [
+        row(
+            f"{name}, per epoch",
+            statistics.median(epoch),
+            "-",
+            None,
+            ours_s_per_epoch=statistics.median(ours_epoch),
+            peer_s_per_epoch=statistics.median(theirs_epoch),
+        ),
+        row(
+            f"{name}, per trial of {s.max_epochs} epochs",
+            statistics.median(trial),
+            "-",
+            None,
+            ours_s_per_trial=statistics.median(ours_trial),
+            peer_s_per_trial=statistics.median(theirs_trial),
+        ),
+    ]
+
+
+# ---------------------------------------------------------------- (d) peak resident memory
+
+
+def _quickstart_case() -> dict:
+    """studies/quickstart.yaml's task with a mid-range configuration of its space."""
+    data = AddingData(seq_len=30, n_train=2000, n_val=500, n_test=500)
+    s = Settings(cell="lstm", hidden_size=32, batch_size=64, lr=1e-2, clip_norm=1.0)
+    return {"name": "quickstart trial", "data": data, "settings": replace(s, patience=None)}
+
+
+_IMPORTS = {  # what a worker imports, in order: each step's module adds to the one before
+    "torch": "torch",
+    "pytorch_lightning": "pytorch_lightning",
+    "optuna": "optuna",
+    "mlflow": "mlflow",
+    "the tuner": "tuner.worker",
+}
+
+
+def _memory_child(which: str, side: str, workdir: str) -> None:
+    """In a fresh process: `side` "bare" (the bare loop, no Lightning), "trial" (one trial as a
+    worker runs it) or "imports" (prints the peak RSS after each of `_IMPORTS`)."""
+    import importlib
+    import resource
+
+    def peak_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    if side == "imports":
+        steps = {}
+        for label, module in _IMPORTS.items():
+            importlib.import_module(module)
+            steps[label] = peak_mb()
+        print(json.dumps(steps))
+        return
+    torch.set_num_threads(1)
+    work = Path(workdir)
+    case = _quickstart_case() if which == "quickstart" else word_lm_case(True, work)
+    s = replace(case["settings"], max_epochs=1)
+    if side == "bare":
+        from models.data import task_data
+
+        bare_loop(s, task_data(case["data"]), plain=True)
+        assert "pytorch_lightning" not in sys.modules
+    else:
+        from tuner.cli import mlflow_defaults
+
+        mlflow_defaults()
+        tuner_trial(s, case["data"], work, 9000)
+
+
+def _peak_rss_mb(*args: str) -> tuple[float, str]:
+    """Peak resident memory (MB) of `python -m benchmarks.bench_overhead ARGS` and its output."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.bench_overhead", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
+    out = child.stdout.read() if child.stdout else ""
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"memory child {args} exited {child.returncode}")
+    return usage.ru_maxrss / 1024, out
+
+
+def memory_rows(quick: bool, workdir: Path) -> list[dict]:
+    """Peak RSS of one worker's trial against the bare loop's, and what the imports add."""
+    _, out = _peak_rss_mb("--memory", "-", "imports", str(workdir))
+    steps, before, added = json.loads(out.strip().splitlines()[-1]), 0.0, {}
+    for label, peak in steps.items():
+        added[f"{label}_mb"] = peak - before
+        before = peak
+    rows = []
+    for which in ("quickstart", "word_lm"):
+        bare, _ = _peak_rss_mb("--memory", which, "bare", str(workdir))
+        trial, _ = _peak_rss_mb("--memory", which, "trial", str(workdir))
+        rows.append(
+            row(
+                f"memory: peak RSS of one worker, {which} trial vs bare loop",
+                trial / bare,
+                "-",
+                None,
+                trial_mb=trial,
+                bare_mb=bare,
+                **(added if which == "quickstart" else {}),
+            )
+        )
+    return rows
 
 
 def live_curves(workdir: Path, quick: bool) -> dict:
@@ -315,8 +583,19 @@ def run(quick: bool) -> list[dict]:
             print(rows[-1], flush=True)
         rows.append(live_curves(workdir, quick))
         print(rows[-1], flush=True)
+        for extra in (peer_rows, memory_rows):
+            try:  # newer rows: a failure is reported in the table, the rows above are kept
+                more = extra(quick, workdir)
+            except Exception as e:  # noqa: BLE001
+                more = [row(f"{extra.__name__}: failed ({type(e).__name__}: {e})", None, "-", None)]
+            for one in more:
+                rows.append(one)
+                print(one, flush=True)
     return rows
 
 
 if __name__ == "__main__":
-    run(quick=True)
+    if sys.argv[1:2] == ["--memory"]:
+        _memory_child(*sys.argv[2:5])
+    else:
+        run(quick=True)
