@@ -107,6 +107,9 @@ class _Grouped(Dataset):
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
 
+    def __len__(self) -> int:  # the batches it holds (Lightning reads it, e.g. under retrain)
+        return len(self.dataset)  # type: ignore[arg-type]
+
     def __getitem__(self, indices: list) -> list[Batch]:
         return [self.dataset[i] for i in indices]
 
