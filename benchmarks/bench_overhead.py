@@ -165,7 +165,8 @@ class _PlainBatches:
             rows = split.inputs[: len(split.inputs) // streams * streams].view(streams, -1)
             window = self.task.info.max_len
             for t in range(0, rows.shape[1] - 1, window):
-                yield Batch(rows[:, t : t + window], rows[:, t + 1 : t + window + 1], None)
+                stop = min(t + window, rows.shape[1] - 1)  # the last window may be shorter
+                yield Batch(rows[:, t:stop], rows[:, t + 1 : stop + 1], None)
             return
         n = len(split.inputs)
         order = torch.randperm(n) if shuffle else torch.arange(n)
