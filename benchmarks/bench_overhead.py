@@ -468,7 +468,7 @@ def _memory_child(which: str, side: str, workdir: str) -> None:
         from tuner.cli import mlflow_defaults
 
         mlflow_defaults()
-        tuner_trial(s, case["data"], work, 9000)
+        tuner_trial(s, case["data"], work, 9000 + (which == "word_lm"))  # one study each
 
 
 def _peak_rss_mb(*args: str) -> tuple[float, str]:
