@@ -32,7 +32,7 @@ CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000", "--workers", "1"
 
 
 FROM base AS dashboard
-RUN pip install optuna==5.0.0 optuna-dashboard==0.21.0 "psycopg[binary]==3.3.9"
+RUN pip install optuna==5.1.0 optuna-dashboard==0.21.0 "psycopg[binary]==3.3.9"
 USER 10001
 EXPOSE 8080
 CMD ["optuna-dashboard", "--host", "0.0.0.0", "--port", "8080", "sqlite:///optuna.db"]
@@ -44,7 +44,7 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY models ./models
 COPY tuner ./tuner
-RUN pip install optuna==5.0.0 .
+RUN pip install optuna==5.1.0 .
 COPY studies ./studies
 USER 10001
 CMD ["rnn-tuner", "run", "studies/quickstart.yaml"]

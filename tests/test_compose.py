@@ -311,14 +311,22 @@ def test_images_pin_the_versions_the_tests_run_and_drop_root():
     assert {"mlflow", "dashboard", "worker"} <= set(stages)
     assert DOCKERFILE.read_text().startswith("#")  # says what it builds and how
     assert re.search(r"^FROM python:3\.11-slim", DOCKERFILE.read_text(), re.M)
+    # tested-versions.txt: what CI installs (`-c`) and the images ship; the tests run them
+    tested = dict(
+        line.split("==")
+        for line in (ROOT / "tested-versions.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    for name, pinned in tested.items():
+        assert version(name) == pinned, f"{name} {version(name)} installed, {pinned} tested"
     pins = {
-        "mlflow": [f"mlflow[auth]=={version('mlflow')}", "psycopg[binary]=="],
+        "mlflow": [f"mlflow[auth]=={tested['mlflow']}", f"psycopg[binary]=={tested['psycopg']}"],
         "dashboard": [
-            f"optuna=={version('optuna')}",
-            f"optuna-dashboard=={version('optuna-dashboard')}",
-            "psycopg[binary]==",
+            f"optuna=={tested['optuna']}",
+            f"optuna-dashboard=={tested['optuna-dashboard']}",
+            f"psycopg[binary]=={tested['psycopg']}",
         ],
-        "worker": [f"optuna=={version('optuna')}"],
+        "worker": [f"optuna=={tested['optuna']}"],
     }
     for stage, needles in pins.items():
         for needle in needles:

@@ -53,7 +53,7 @@ def run_on_a_terminal(workdir: Path, study_file: Path, *args: str) -> str:
 
 
 def test_a_terminal_shows_epochs_eta_and_best_value_live(workdir: Path):
-    out = run_on_a_terminal(workdir, study(workdir, 3))
+    out = run_on_a_terminal(workdir, study(workdir, 3), "--workers", "1")  # bars: one worker
     for k in (1, 2, 3):  # the running trial's epoch, redrawn as each one ends
         assert re.search(rf"epoch +{k}/3 \|[^|]*\| trial \d val_mse [\d.]+", out), out
     assert re.search(r"trials 3/3 \|[^|]*\| ETA \d\d:\d\d \| best [\d.]+ \(trial \d\)", out), out
@@ -64,7 +64,7 @@ def test_a_terminal_shows_epochs_eta_and_best_value_live(workdir: Path):
 
 def test_a_pipe_gets_a_line_per_trial_and_with_verbose_a_line_per_epoch(workdir: Path):
     study_file = study(workdir, 2)
-    command = [sys.executable, "-m", "tuner", "run", str(study_file)]
+    command = [sys.executable, "-m", "tuner", "run", str(study_file), "--workers", "1"]
     plain = subprocess.run(command, cwd=workdir, env=ENV, capture_output=True, text=True)
     assert plain.returncode == 0, plain.stderr
     assert "\x1b" not in plain.stderr and "\r" not in plain.stderr  # no bar, no escape codes

@@ -213,7 +213,10 @@ def test_an_unreachable_database_is_a_clear_error_within_seconds(workdir: Path):
 
 def test_several_workers_on_sqlite_are_refused_with_the_alternative(workdir: Path):
     study_file = write_study(workdir / "s.yaml", tiny_study())
-    result = CliRunner().invoke(main, ["run", str(study_file), "--workers", "2"])
+    sqlite = f"sqlite:///{workdir / 'study.db'}"
+    result = CliRunner().invoke(
+        main, ["run", str(study_file), "--workers", "2", "--storage", sqlite]
+    )
     assert result.exit_code == 2
     assert "SQLite, which is for one process" in result.output
     assert "postgresql+psycopg://" in result.output
