@@ -528,6 +528,16 @@ def quiet_libraries() -> None:
     # Models are pickled on purpose (docs/results.md): MLflow's warning about it, at every kept
     # trial and every retrain, would only repeat what the docs say.
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    # Our warnings (a tracking call that failed, ...) as plain lines on stderr, whatever the root
+    # logger says: importing mlflow.pytorch (a kept model) runs basicConfig(level=ERROR), which
+    # silenced every warning after the first kept trial.
+    # logging.lastResort: the handler that printed them before, the message alone on whatever
+    # sys.stderr is at the time (a click test runner swaps it).
+    ours = logging.getLogger("tuner")
+    if not ours.handlers and logging.lastResort is not None:
+        ours.addHandler(logging.lastResort)
+        ours.setLevel(logging.WARNING)
+        ours.propagate = False
 
 
 @main.command()
