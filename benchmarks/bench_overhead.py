@@ -19,9 +19,11 @@ The memory rows give the peak resident memory (ru_maxrss of a fresh child proces
 running the quickstart trial and the word LM trial, next to the bare loop on the same data, and
 what importing torch, Lightning, MLflow and the tuner adds.
 
-A last row prices the live curves on a quickstart trial: the same trial with each epoch sent to
+A row prices the live curves on a quickstart trial: the same trial with each epoch sent to
 MLflow as it ends (the default) against sending every epoch at the trial's end (as before live
-curves), and the sender thread's CPU time as a share of the epoch time.
+curves), and the sender thread's CPU time as a share of the epoch time. Another prices a trial's
+end: a worker's short trials whose final MLflow writes overlap the next trial (the default)
+against each trial waiting for them (as before).
 
     python -m benchmarks --only overhead
 """
@@ -247,11 +249,15 @@ def tuner_trial(
     round_: int,
     live: bool = True,
     stats: dict | None = None,
+    n_trials: int = 1,
+    wait_at_end: bool = False,
 ) -> float:
-    """Seconds per epoch of one trial run by the tuner's own objective, recorded everywhere.
+    """Seconds per epoch of `n_trials` trials run by the tuner's own objective, recorded
+    everywhere, until their last MLflow write is made.
 
-    `live=False` sends the epochs with the trial's end instead of as each ends; `stats` receives
-    the MLflow sender thread's CPU seconds (`sender_cpu_s`)."""
+    `live=False` sends the epochs with the trial's end instead of as each ends; `wait_at_end`
+    makes each trial wait for its MLflow writes (as before they overlapped the next trial);
+    `stats` receives the MLflow sender thread's CPU seconds (`sender_cpu_s`)."""
     import optuna
 
     from tuner.config import parse_study
@@ -282,6 +288,14 @@ def tuner_trial(
             log_epoch(run_id, row)
 
         tracker.log_epoch = timed  # type: ignore[method-assign]
+    if wait_at_end:
+        finish = tracker.finish_trial
+
+        def waited(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            finish(*args, **kwargs)
+            tracker.flush()
+
+        tracker.finish_trial = waited  # type: ignore[method-assign]
     parent = tracker.create_parent(cfg.study.name, {})
     study = optuna.create_study(
         storage=f"sqlite:///{workdir}/optuna.db",
@@ -291,13 +305,14 @@ def tuner_trial(
     with Interrupts() as interrupts:
         objective = Objective(cfg, tracker, parent, interrupts)
         started = time.perf_counter()
-        study.optimize(objective, n_trials=1)
+        study.optimize(objective, n_trials=n_trials)
+        tracker.flush()  # as a worker does before it ends
         elapsed = time.perf_counter() - started
-    assert study.trials[-1].state.name == "COMPLETE"
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}
     if stats is not None:
         stats["sender_cpu_s"] = tracker.sender.busy_s
         stats["trial_s"] = elapsed
-    return elapsed / len(study.trials[-1].intermediate_values)
+    return elapsed / sum(len(t.intermediate_values) for t in study.trials)
 
 
 # ---------------------------------------------------------------- (c) the hand-written peer
@@ -540,6 +555,36 @@ def live_curves(workdir: Path, quick: bool) -> dict:
     )
 
 
+def trial_end_rows(quick: bool, workdir: Path) -> list[dict]:
+    return [trial_ends(workdir, quick)]
+
+
+def trial_ends(workdir: Path, quick: bool) -> dict:
+    """A worker's run of short quickstart trials whose MLflow writes at each trial's end (final
+    figures, run status, the parent's best) overlap the next trial, against each trial waiting
+    for them: paired rounds, median ratio of time per epoch, the last write included."""
+    data = AddingData(seq_len=30, n_train=500, n_val=200, n_test=200)
+    s = Settings(cell="lstm", hidden_size=32, batch_size=64, lr=1e-2, clip_norm=1.0)
+    s = replace(s, patience=None, max_epochs=2)
+    n_trials = 4 if quick else 8
+    ratios, overlapped, waited = [], [], []
+    for r in range(3 if quick else 7):
+        b = tuner_trial(s, data, workdir, 2000 + 2 * r, n_trials=n_trials)
+        a = tuner_trial(s, data, workdir, 2001 + 2 * r, n_trials=n_trials, wait_at_end=True)
+        overlapped.append(b)
+        waited.append(a)
+        ratios.append(b / a)
+    ratio = statistics.median(ratios)
+    return row(
+        f"trial ends: MLflow writes overlapping the next trial vs waited for ({n_trials} short trials)",
+        ratio,
+        "< 1",
+        ratio < 1,
+        overlapped_s_per_epoch=statistics.median(overlapped),
+        waited_s_per_epoch=statistics.median(waited),
+    )
+
+
 def run(quick: bool) -> list[dict]:
     import optuna
 
@@ -584,7 +629,7 @@ def run(quick: bool) -> list[dict]:
             print(rows[-1], flush=True)
         rows.append(live_curves(workdir, quick))
         print(rows[-1], flush=True)
-        for extra in (peer_rows, memory_rows):
+        for extra in (trial_end_rows, peer_rows, memory_rows):
             try:  # newer rows: a failure is reported in the table, the rows above are kept
                 more = extra(quick, workdir)
             except Exception as e:  # noqa: BLE001

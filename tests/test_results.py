@@ -152,6 +152,7 @@ def test_a_long_gradient_profile_fits_the_trial_batch(in_studied: Path):
     run_id = tracker.start_trial(tracker.create_parent("p", {}), 0, {}, {})
     profile = [1.0 + t for t in range(1000)]
     tracker.finish_trial(run_id, "COMPLETE", [], {}, profiles={"grad_norm_by_step": profile})
+    tracker.flush()  # the worker waits for its queued writes before it ends
     steps = sorted(m.step for m in tracker.client.get_metric_history(run_id, "grad_norm_by_step"))
     assert len(steps) <= 256 and steps[0] == 0 and steps[-1] == 999
     assert all(b - a <= 4 for a, b in zip(steps, steps[1:], strict=False))  # evenly spread

@@ -3,9 +3,11 @@ child run per trial.
 
 Calls are few and batched: a trial costs `create_run`, one `log_batch` with its parameters, one
 `log_batch` per epoch as the epoch ends (a live curve in the UI), and at its end one `log_batch`
-with the final figures and `set_terminated`. A trial's writes go through one background thread per
-worker (`_Sender`), in the order they were made: training only queues an epoch's metrics and never
-waits for the tracking server, and the run's status is set after every metric it records.
+with the final figures and `set_terminated`. Every write but `create_run` (whose run id the trial
+needs) goes through one background thread per worker (`_Sender`), in the order it was made:
+training only queues an epoch's metrics, a trial's end only queues its final figures (they are
+written while the next trial starts), and the run's status is set after every metric it records.
+`flush()` waits for them all; the worker calls it before it ends.
 
 After the study has started, a tracking failure is logged as a warning and never fails a trial:
 the Optuna side of the study is the record that must not be lost. Epochs that could not be sent
@@ -123,7 +125,9 @@ class Tracker:
         ]
         tags = [RunTag("best_trial", str(best.number))]
         tags += [RunTag(f"best.{k}", _text(v)) for k, v in best.params.items()]
-        self._safely(self.client.log_batch, parent_id, metrics=metrics, tags=tags)
+        self.sender.submit(
+            lambda: self._safely(self.client.log_batch, parent_id, metrics=metrics, tags=tags)
+        )
 
     # ------------------------------------------------------------------ one run per trial
 
@@ -147,9 +151,8 @@ class Tracker:
         if run is None:
             return None
         run_id = run.info.run_id
-        self._safely(
-            self.client.log_batch, run_id, params=[Param(k, _text(v)) for k, v in params.items()]
-        )
+        batch = [Param(k, _text(v)) for k, v in params.items()]
+        self.sender.submit(lambda: self._safely(self.client.log_batch, run_id, params=batch))
         return run_id
 
     def log_epoch(self, run_id: str | None, row: Mapping[str, float]) -> None:
@@ -170,13 +173,18 @@ class Tracker:
     ) -> None:
         """After the epochs queued before it: any epoch of `history` the run does not hold yet
         (step = epoch), final figures, per-time-step profiles (step = time step, e.g.
-        `grad_norm_by_step`), state tags, then the run status. Returns once all is sent."""
+        `grad_norm_by_step`), state tags, then the run status. Returns at once: the sender
+        thread writes them while the next trial starts (`flush` waits for them)."""
         if run_id is None:
             return
         rows = [dict(row) for row in history]
+        summary, profiles = dict(summary), None if profiles is None else dict(profiles)
         self.sender.submit(
             lambda: self._send_finish(run_id, state, rows, summary, reason, profiles)
         )
+
+    def flush(self) -> None:
+        """Wait until every write queued so far has been made (or has failed with a warning)."""
         self.sender.flush()
 
     def _send_epoch(self, run_id: str, row: Mapping[str, float]) -> None:

@@ -65,6 +65,8 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
             run_trials(study, objective, slots, _in_turn(keeper, record), stop, wait, stopper)
         except KeyboardInterrupt:  # no handlers installed (tuner.api): Ctrl-C stops the worker
             interrupts.requested = "SIGINT"
+        finally:  # the last trials' MLflow writes, queued while the next trial ran
+            tracker.flush()
     summary.interrupted_by = interrupts.requested
     summary.stopped = None if stopper.fired is None else stopper.fired.line()
     if progress:
