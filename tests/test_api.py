@@ -159,3 +159,14 @@ def wait_for_training(directory: Path, timeout: float = 180) -> str:
             time.sleep(3)  # 500 epochs of a tiny network: well inside them
             return run_id
     raise AssertionError("the trial did not start in time")
+
+
+def test_a_stopping_rule_ends_tuner_run_and_names_itself_on_the_study(workdir: Path):
+    import tuner
+
+    # any finished trial reaches a val_mse of 10: the rule holds after the first
+    easy = tiny_study(budget={"n_trials": 5, "max_epochs": 1, "target": 10.0})
+    study = tuner.run(easy, progress=False)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+    assert study.user_attrs["stopped"]["rule"] == "budget.target"
+    assert study_at(workdir, "tiny").user_attrs["stopped"]["rule"] == "budget.target"
