@@ -35,6 +35,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalW
 INSIDE = os.environ.get("RNN_TUNER_RAY_NAMESPACE") == "1"  # set for the run inside unshare
 SOCKET_DIR = "/var/run/postgresql"
 EXTRA = "pip install 'rnn-tuner[ray]'"
+# The four tests inside the namespace start a cluster each: minutes on a quiet 2-core machine,
+# well over ten when other jobs share it.
+INNER_TIMEOUT = 1200
 inside_only = pytest.mark.skipif(
     not INSIDE, reason="runs inside the namespace of test_ray_on_a_loopback_only_cluster"
 )
@@ -140,7 +143,8 @@ def test_ray_on_a_loopback_only_cluster(postgres_databases, tmp_path: Path):
         pytest.skip(problem)
     databases = [postgres_databases().rsplit("/", 1)[1] for _ in range(2)]
     marker = tempfile.mkdtemp(prefix="rnnray", dir="/tmp")  # short: Ray's socket paths
-    inner = [sys.executable, "-m", "pytest", __file__, "-m", "ray", "-p", "no:cacheprovider"]
+    # -v: a timeout's partial output then names the test that was running
+    inner = [sys.executable, "-m", "pytest", __file__, "-m", "ray", "-p", "no:cacheprovider", "-v"]
     env = {
         **os.environ,
         "RNN_TUNER_RAY_NAMESPACE": "1",
@@ -156,13 +160,20 @@ def test_ray_on_a_loopback_only_cluster(postgres_databases, tmp_path: Path):
     script = 'ip link set lo up && exec "$@"'
     argv = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", script, "sh"]
     try:
-        done = subprocess.run(
-            argv + inner + ["--basetemp", str(tmp_path / "inner")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        try:
+            done = subprocess.run(
+                argv + inner + ["--basetemp", str(tmp_path / "inner")],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=INNER_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as e:
+            said = e.stdout or b""  # bytes even with text=True (subprocess.run's timeout path)
+            said = said.decode(errors="replace") if isinstance(said, bytes) else said
+            pytest.fail(
+                f"the Ray tests ran past {INNER_TIMEOUT} s; their output so far:\n{said[-6000:]}"
+            )
         assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-4000:]
         assert " passed" in done.stdout and " skipped" not in done.stdout, done.stdout[-3000:]
         # nothing of this cluster outlived the namespace
