@@ -20,7 +20,7 @@ runs one seed, 4 trials of 4 epochs, and cuts the test file too (50,000 characte
 row's test is not the official one).
 
 Ctrl-C or SIGTERM stops the run and keeps what finished: a row for every set with at least one
-seed done, and a `partial` row naming what did not finish.
+seed done, and a `partial` row counting what did not finish (its summary names them).
 
     python -m benchmarks --only quality [--quick]
 """
@@ -118,9 +118,11 @@ def run(quick: bool) -> list[dict]:
             print(rows[-1], flush=True)
     missing = [f"{p.stem} seed {s}" for p, s in jobs if (p, s) not in scores]
     if missing:
-        name = f"partial: not finished {', '.join(missing)}"
+        # a short name (it is the table's first column); what did not finish goes in the summary
+        name = f"partial: {len(missing)} of {len(jobs)} runs not finished"
         errors = {f"{p.stem} seed {s}": e for (p, s), e in failed.items()}
         said = "; ".join(f"{k} failed: {e}" for k, e in errors.items()) or "stopped"
+        said = f"{said}; not finished: {', '.join(missing)}"
         rows.insert(0, row(name, None, "-", None, failed=errors, summary=said[:300]))
     return rows
 
