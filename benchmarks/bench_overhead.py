@@ -454,20 +454,28 @@ _IMPORTS = {  # what a worker imports, in order: each step's module adds to the 
 }
 
 
-def _memory_child(which: str, side: str, workdir: str) -> None:
-    """In a fresh process: `side` "bare" (the bare loop, no Lightning), "trial" (one trial as a
-    worker runs it) or "imports" (prints the peak RSS after each of `_IMPORTS`)."""
-    import importlib
-    import resource
+def _peak_mb() -> float:
+    """This process's peak resident memory (MB): VmHWM, the high-water mark of its own address
+    space. Not ru_maxrss: on Linux a child keeps, across exec, the peak of the parent's memory it
+    was forked (or vforked) from, so every child of a large benchmark process reported the
+    parent's peak (859 MB for the bare loop and the trial alike)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status (the memory rows need Linux)")
 
-    def peak_mb() -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def _memory_child(which: str, side: str, workdir: str) -> None:
+    """In a fresh process: `side` "bare" (the bare loop, no Lightning) or "trial" (one trial as a
+    worker runs it), printing its peak RSS last, or "imports" (the peak RSS after each of
+    `_IMPORTS`)."""
+    import importlib
 
     if side == "imports":
         steps = {}
         for label, module in _IMPORTS.items():
             importlib.import_module(module)
-            steps[label] = peak_mb()
+            steps[label] = _peak_mb()
         print(json.dumps(steps))
         return
     torch.set_num_threads(1)
@@ -484,36 +492,34 @@ def _memory_child(which: str, side: str, workdir: str) -> None:
 
         mlflow_defaults()
         tuner_trial(s, case["data"], work, 9000 + (which == "word_lm"))  # one study each
+    print(json.dumps({"peak_mb": _peak_mb()}))
 
 
-def _peak_rss_mb(*args: str) -> tuple[float, str]:
-    """Peak resident memory (MB) of `python -m benchmarks.bench_overhead ARGS` and its output."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.bench_overhead", *args],
+def _memory_child_says(*args: str) -> dict:
+    """The last output line (JSON) of `python -m benchmarks.bench_overhead --memory ARGS`, run
+    in a fresh process."""
+    child = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_overhead", "--memory", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         cwd=ROOT,
     )
-    out = child.stdout.read() if child.stdout else ""
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise RuntimeError(f"memory child {args} exited {child.returncode}")
-    return usage.ru_maxrss / 1024, out
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def memory_rows(quick: bool, workdir: Path) -> list[dict]:
     """Peak RSS of one worker's trial against the bare loop's, and what the imports add."""
-    _, out = _peak_rss_mb("--memory", "-", "imports", str(workdir))
-    steps, before, added = json.loads(out.strip().splitlines()[-1]), 0.0, {}
+    steps, before, added = _memory_child_says("-", "imports", str(workdir)), 0.0, {}
     for label, peak in steps.items():
         added[f"{label}_mb"] = peak - before
         before = peak
     rows = []
     for which in ("quickstart", "word_lm"):
-        bare, _ = _peak_rss_mb("--memory", which, "bare", str(workdir))
-        trial, _ = _peak_rss_mb("--memory", which, "trial", str(workdir))
+        bare = _memory_child_says(which, "bare", str(workdir))["peak_mb"]
+        trial = _memory_child_says(which, "trial", str(workdir))["peak_mb"]
         rows.append(
             row(
                 f"memory: peak RSS of one worker, {which} trial vs bare loop",
