@@ -241,15 +241,11 @@ class Objective:
         task = {f"task.{k}": v for k, v in asdict(self.cfg.task).items()}
         params = {**settings.params(), **task}
         run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
-        try:
+        record = self._record(trial, run_id)
+        state, reason, best, started = "FAIL", None, [], time.perf_counter()
+        try:  # from here on, whatever stops the trial closes its run (a Ray actor's stop too)
             if run_id:  # lets any worker close this run if ours dies mid-trial
                 trial.set_user_attr("mlflow_run_id", run_id)
-            record = self._record(trial, run_id)
-        except BaseException as e:  # e.g. a Ray actor's stop between the run and training
-            self.tracker.finish_trial(run_id, "FAIL", [], {}, f"{type(e).__name__}: {e}")
-            raise
-        state, reason, best, started = "FAIL", None, [], time.perf_counter()
-        try:
             with self.interrupts.armed():
                 best = self._best_values(trial, settings, record)
             values = [value for value, _ in best]
