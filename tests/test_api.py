@@ -170,3 +170,32 @@ def test_a_stopping_rule_ends_tuner_run_and_names_itself_on_the_study(workdir: P
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
     assert study.user_attrs["stopped"]["rule"] == "budget.target"
     assert study_at(workdir, "tiny").user_attrs["stopped"]["rule"] == "budget.target"
+
+
+def test_a_stop_between_the_run_s_creation_and_training_closes_the_run(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A stop that lands while the trial records its MLflow run id (a Ray actor's stop arrives as
+    a signal raising wherever the worker is): the run is closed as FAILED, none stays RUNNING."""
+    import tuner
+
+    record = optuna.Trial.set_user_attr
+
+    def stopped_there(trial: optuna.Trial, key: str, value: object) -> None:
+        if key == "mlflow_run_id":
+            raise KeyboardInterrupt  # what the SIGINT handler raises at that line
+        record(trial, key, value)
+
+    monkeypatch.setattr(optuna.Trial, "set_user_attr", stopped_there)
+    with pytest.raises(KeyboardInterrupt):
+        tuner.run(tiny_study(budget={"n_trials": 2, "max_epochs": 1}), progress=False)
+    [trial] = study_at(workdir, "tiny").trials
+    assert trial.state.name == "FAIL"
+    assert "KeyboardInterrupt" in trial.user_attrs["fail_reason"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    trial_runs = [r for r in runs if r.data.tags.get("rnn_tuner.role") == "trial"]
+    assert [(r.info.status, r.data.tags["optuna.state"]) for r in trial_runs] == [
+        ("FAILED", "FAIL")
+    ]
