@@ -511,7 +511,8 @@ def mlflow_defaults() -> None:
 
 def quiet_libraries() -> None:
     """Our own line per trial replaces Optuna's log; experimental-feature notices are ours to heed.
-    Each `--workers` process and Ray worker calls it too: a spawned process starts afresh."""
+    Each `--workers` process and Ray worker calls it too: none of them inherits this process's
+    settings."""
     import logging
     import warnings
 
