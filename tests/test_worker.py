@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -19,6 +20,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import ROOT, open_storage, tiny_study, wait_for_training, write_study
 from tuner.cli import main
+from tuner.study import PARENT_ATTR, make_storage
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -264,3 +266,51 @@ def test_a_killed_worker_s_trial_fails_and_is_retried_by_a_survivor(workdir: Pat
     dead_run = next(r for r in runs if r.data.tags["rnn_tuner.trial"] == str(dead.number))
     assert dead_run.info.status == "FAILED"
     assert dead_run.data.tags["fail_reason"].startswith("worker lost: no heartbeat for 4 s")
+
+
+@pytest.mark.parametrize("made", [False, True], ids=["before-its-run", "before-it-recorded-it"])
+def test_a_trial_lost_before_its_run_was_recorded_is_still_failed_in_mlflow(
+    workdir: Path, made: bool
+):
+    """A worker can die between Optuna's ask and recording the trial's MLflow run id (before
+    creating the run, or just after): the survivor that fails the lost trial closes that run, or
+    makes it, so MLflow still holds every trial, once."""
+    study = tiny_study(
+        study={"name": "tiny", "heartbeat_interval": 1, "grace_period": 2},
+        budget={"max_epochs": 1},
+    )
+    study_file = write_study(workdir / "s.yaml", study)
+    storage = f"journal:///{workdir}/rnn_tuner.log"
+    run(study_file, storage, "--n-trials", "1")  # the study and its parent run
+    opened = make_storage(storage, heartbeat_interval=1, grace_period=2)
+    loaded = optuna.load_study(study_name="tiny", storage=opened)
+    lost = loaded.ask()  # as the dead worker's ask: RUNNING, beating, no run id recorded
+    opened.record_heartbeat(lost._trial_id)
+    parent = loaded.user_attrs[PARENT_ATTR]
+    if made:  # the dead worker's run, created as the worker creates it, its id never recorded
+        client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+        client.create_run(
+            client.get_experiment_by_name("tiny").experiment_id,
+            run_name=f"trial-{lost.number}",
+            tags={
+                "mlflow.parentRunId": parent,
+                "rnn_tuner.role": "trial",
+                "rnn_tuner.trial": str(lost.number),
+                "optuna.state": "RUNNING",
+            },
+        )
+    opened.engine.dispose()
+    time.sleep(3)  # past the grace period: the next worker finds the trial stale
+
+    run(study_file, storage, "--n-trials", "1")
+    found = trials(storage)
+    assert found[lost.number].state.name == "FAIL"
+    retry = next(t for t in found if t.system_attrs.get("failed_trial") == lost.number)
+    assert retry.state.name == "COMPLETE"
+    runs = trial_runs(workdir)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    (lost_run,) = [r for r in runs if r.data.tags["rnn_tuner.trial"] == str(lost.number)]
+    assert lost_run.info.status == "FAILED"
+    assert lost_run.data.tags["mlflow.parentRunId"] == parent
+    assert lost_run.data.tags["fail_reason"].startswith("worker lost: no heartbeat for 2 s")
+    assert len(runs) == len(found)  # every trial in MLflow, once

@@ -265,6 +265,18 @@ class Tracker:
             if not token:
                 return found
 
+    def trial_run(self, parent_id: str, number: int) -> str | None:
+        """The run of trial `number` under the parent, found by its tags (None if there is none
+        or the tracking server does not answer)."""
+        found = self._safely(
+            self.client.search_runs,
+            [self.experiment_id],
+            f"tags.mlflow.parentRunId = '{parent_id}' and tags.`rnn_tuner.role` = 'trial'"
+            f" and tags.`rnn_tuner.trial` = '{number}'",
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
+
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) pairs of one metric, by step."""
         return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
