@@ -162,6 +162,8 @@ def run_trials(
             optuna.storages.fail_stale_trials(study)
             time.sleep(wait)
             return True
+        if stop():  # the claim can take a while (a slow or retried database): ask again
+            return False  # the loop's end gives the slot back
         # Ask, train (objective), tell, record (callback): one trial per call, so Optuna runs
         # its heartbeat and fails stale trials around it.
         study.optimize(last.run, n_trials=1, catch=(Exception,), callbacks=[last.recorded])
