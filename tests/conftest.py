@@ -14,10 +14,23 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES = ROOT / "studies"
 
+# Torch in the test processes as `rnn-tuner run` has it (tuner.cli sets it before torch starts):
+# idle OpenMP threads sleep. Under `pytest -n auto` the tests that train in-process share the
+# cores with the other workers, where spinning threads wait on each other (test_train's LSTM on
+# the adding problem, beside two busy processes: 33 s spinning, 21 s sleeping). The tests of the
+# policy itself start their commands without it (tests/test_threads.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 # What `rnn-tuner run` makes in its working directory when given no storage (README, "Where
 # things are kept"): a journal file, its budget and heartbeats in a side file beside it.
 DEFAULT_JOURNAL = "rnn_tuner.log"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `slow` tests first (otherwise in file order): README's `pytest -n auto` hands tests
+    out in order, so a minutes-long test never starts last while the other workers sit idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def default_storage(directory: Path | None = None) -> str:
