@@ -372,9 +372,13 @@ def test_a_killed_worker_is_restarted_and_ctrl_c_stops_every_worker(cluster: str
     assert not [r for r in runs.values() if r.info.status == "RUNNING"]
     assert all(runs[str(t.number)].info.status == "FAILED" for t in failed)
     reasons = sorted(runs[str(t.number)].data.tags["fail_reason"] for t in failed)
-    assert len(reasons) == 3, reasons  # the lost trial and the two Ctrl-C stopped
-    assert reasons[:2] == ["TrialInterrupted: interrupted by SIGINT"] * 2, reasons
-    assert reasons[2].startswith("worker lost: no heartbeat for 4 s"), reasons
+    lost = [r for r in reasons if r.startswith("worker lost")]
+    stopped = [r for r in reasons if not r.startswith("worker lost")]
+    assert len(lost) == 1 and lost[0].startswith("worker lost: no heartbeat for 4 s"), reasons
+    # each worker's trial in training, unless the stop reached that worker between two trials
+    # (its trial had just ended COMPLETE, and it started no other)
+    assert 1 <= len(stopped) <= 2, reasons
+    assert set(stopped) == {"TrialInterrupted: interrupted by SIGINT"}, reasons
     deadline = time.monotonic() + 30  # the driver's actors end with it
     while ray_processes(WORKER_ACTOR) and time.monotonic() < deadline:
         time.sleep(0.5)
