@@ -220,7 +220,7 @@ def test_no_trial_starts_after_the_timeout(workdir: Path, storage: str):
     assert all(t.state.name == "COMPLETE" for t in found)  # the last trial is finished, not cut
     # The deadline is set before the first trial starts, so no start is later than this, give or
     # take the database work between the last check and the trial's creation (its stale-trial
-    # check and ask: under CI's parallel load, up to a few tenths of a second on PostgreSQL).
+    # check and ask, which CI's parallel load stretched past a strict bound on PostgreSQL).
     # A worker that missed the deadline would go on for seconds: 40 trials take about 15 s.
     first = found[0].datetime_start
     after = {t.number: (t.datetime_start - first).total_seconds() - timeout for t in found}
