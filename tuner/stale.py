@@ -35,9 +35,11 @@ class StaleTrialHandler:
         tags (the worker died after creating it, before recording its id); else a new one (it
         died before creating it), so that MLflow still holds every trial."""
         recorded = trial.user_attrs.get("mlflow_run_id")
-        parent_id = study.user_attrs.get(PARENT_ATTR)
-        if recorded is not None or parent_id is None:
+        if recorded is not None:
             return recorded
+        parent_id = study.user_attrs.get(PARENT_ATTR)
+        if parent_id is None:
+            return None
         found = self.tracker.trial_run(parent_id, trial.number)
         return found or self.tracker.start_trial(parent_id, trial.number, trial.params, {})
 
