@@ -253,7 +253,6 @@ def tuner_trial(
     `live=False` sends the epochs with the trial's end instead of as each ends; `wait_at_end`
     makes each trial wait for its MLflow writes (as before they overlapped the next trial);
     `stats` receives the MLflow sender thread's CPU seconds (`sender_cpu_s`)."""
-
     from tuner.config import parse_study
     from tuner.interrupts import Interrupts
     from tuner.objective import Objective
@@ -614,14 +613,13 @@ def run(quick: bool) -> list[dict]:
                 bare.append(a)
                 ours.append(b)
                 ratios.append(b / a)
-            target = TARGET
             ratio = statistics.median(ratios)
             rows.append(
                 row(
                     case["name"],
                     ratio,
-                    f"<= {target}",
-                    ratio <= target,
+                    f"<= {TARGET}",
+                    ratio <= TARGET,
                     bare_s_per_epoch=statistics.median(bare),
                     trial_s_per_epoch=statistics.median(ours),
                 )
