@@ -4,6 +4,7 @@ once and registered. Real studies on tiny data, driven through the `rnn-tuner` c
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -17,7 +18,7 @@ from mlflow import MlflowClient
 from models import AddingData, SequenceModule, evaluate, load_task
 from tests.conftest import default_study, enter, tiny_study, write_study
 from tuner.cli import main
-from tuner.figures import TrialRecord, curves_figure, study_figures
+from tuner.figures import TrialRecord, curves_figure, drawing, study_figures
 from tuner.tracking import Tracker
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -133,6 +134,25 @@ def test_importances_need_two_complete_trials_and_say_so():
     assert set(figures) == {"history"}
     assert "importances: need 2 complete trials, the study has 1" in notes
     assert "curves: no finished trial yet" in notes
+
+
+def test_a_parameter_with_one_value_draws_without_a_warning():
+    """A searched parameter every trial took at the same value (a narrow range, a study's first
+    trials) made matplotlib warn about a singular axis on the user's terminal at report time."""
+    study = optuna.create_study()
+    distributions = {
+        "lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True),
+        "hidden_size": optuna.distributions.IntDistribution(16, 64),
+    }
+    for lr, value in [(0.01, 0.5), (0.02, 0.4), (0.03, 0.45)]:
+        params = {"lr": lr, "hidden_size": 32}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=value))  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning the drawing lets through is caught
+        with drawing():
+            figures, _ = study_figures(study, ["val_mse"], [])
+    assert {"parallel", "slice"} <= set(figures)
+    assert [str(w.message) for w in caught] == []
 
 
 def test_learning_curves_mark_each_pruned_trial_where_it_stopped():

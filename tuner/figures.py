@@ -89,6 +89,9 @@ def drawing() -> Iterator[None]:
             "ignore", message=r".*computes the importances of params to achieve low"
         )  # see Objective.low_is_good
         warnings.filterwarnings("ignore", message=r"Some regimes")  # a note (see importances)
+        # a parameter with one value so far (parallel coordinates, slice): matplotlib widens
+        # the axis itself and says so on the user's terminal
+        warnings.filterwarnings("ignore", message=r"Attempting to set identical low and high")
         yield
 
 
