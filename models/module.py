@@ -132,7 +132,7 @@ class SequenceModule(pl.LightningModule):
     def _train_batch(self, batch: Batch) -> None:
         if self.many_to_one:
             loss = self.truncated_loss(batch)
-            self._optimize(loss + self.penalty(), loss)
+            self._optimize(loss + self.penalty() if self.settings.l1 else loss, loss)
             n = batch.targets.shape[0] * (1 if batch.targets.dim() == 1 else batch.targets.shape[1])
             accumulate(self._train_sums, loss_sum=loss.detach() * n, count=n)
         else:

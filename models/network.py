@@ -188,10 +188,11 @@ class SequenceNet(nn.Module):
         """One chunk of raw inputs -> features (B, T, H * directions) and the new state."""
         return self.recur(self.embed(inputs), lengths, state)
 
-    def pool(self, features: Tensor, mask: Tensor, last: Tensor) -> Tensor:
+    def pool(self, features: Tensor, mask: Tensor | None, last: Tensor | None) -> Tensor:
         """(B, T, H) features -> (B, H) over the real steps `mask` (B, T); `last` (B,) indexes
-        each row's last real step. A bidirectional network's backward half is taken at step 0
-        under "last" pooling, where that direction ends."""
+        each row's last real step (None under "last" pooling: every row ends at step T - 1). A
+        bidirectional network's backward half is taken at step 0 under "last" pooling, where
+        that direction ends."""
         pooled = pool_steps(features, mask, last, self.pooling)
         if self.directions == 2 and self.pooling == "last":
             pooled = torch.cat(
@@ -224,13 +225,17 @@ def whole_sequences(net: nn.Module, inputs: Tensor, lengths: Tensor | None) -> T
     return net.head(net.pool(features, step_mask(lengths, steps), lengths - 1))
 
 
-def pool_steps(features: Tensor, mask: Tensor, last: Tensor, pooling: str) -> Tensor:
+def pool_steps(features: Tensor, mask: Tensor | None, last: Tensor | None, pooling: str) -> Tensor:
     """(B, T, F) -> (B, F): the `mean` or `max` over the real steps `mask` (B, T), or the
-    `last` real step, which `last` (B,) indexes."""
+    `last` real step, which `last` (B,) indexes (None: the final step of every row)."""
     if pooling == "mean":
+        assert mask is not None, "mean pooling needs the mask of real steps"
         return (features * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
     if pooling == "max":
+        assert mask is not None, "max pooling needs the mask of real steps"
         return features.masked_fill(~mask[..., None], float("-inf")).amax(1)
+    if last is None:
+        return features[:, -1]
     return features[torch.arange(features.shape[0], device=features.device), last]
 
 

@@ -76,7 +76,7 @@ class UserNet(nn.Module):
         gradient-flow diagnostic's reach (it records NaN for them)."""
         return inputs
 
-    def pool(self, features: Tensor, mask: Tensor, last: Tensor) -> Tensor:
+    def pool(self, features: Tensor, mask: Tensor | None, last: Tensor | None) -> Tensor:
         return pool_steps(features, mask, last, self.pooling)
 
     def head(self, features: Tensor) -> Tensor:

@@ -140,6 +140,20 @@ def test_truncation_cuts_the_many_to_one_gradient_to_the_last_k_steps(cell, pool
             assert (older > 0).all()
 
 
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_a_bidirectional_training_loss_is_the_whole_sequence_loss(pooling):
+    """Equal lengths take a shortcut past the step mask; a bidirectional network's backward
+    half must still be read where it ends (step 0)."""
+    info = DataInfo("regression", 2, None, 1, 12, 4)
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 12, 2), torch.randn(4, 1)
+    module = _module(TaskData(info, *[None] * 3), bidirectional=True, pooling=pooling)
+    torch.testing.assert_close(module.truncated_loss(Batch(x, y, None)), module.loss(Batch(x, y, None)))  # fmt: skip
+    features, _ = module.net.encode(x)
+    ends = torch.cat([features[:, -1, :16], features[:, 0, 16:]], 1) if pooling == "last" else features.mean(1)  # fmt: skip
+    torch.testing.assert_close(module.net.pool(features, torch.ones(4, 12, dtype=torch.bool), torch.full((4,), 11)), ends)  # fmt: skip
+
+
 def test_truncation_with_variable_lengths_keeps_each_sequences_own_last_k_steps():
     data = _classification()
     module = _module(data, truncation=3, pooling="mean")
