@@ -177,6 +177,33 @@ def test_many_to_many_truncation_steps_the_optimizer_per_chunk(task):
     assert trainer.global_step == expected
 
 
+def test_a_callback_on_the_step_hooks_is_called_at_every_optimizer_step():
+    """The module calls torch's backward and step itself while no one listens to Lightning's
+    step hooks; a callback that does listen gets every call, and the step count is Lightning's."""
+
+    class Counting(pl.Callback):
+        def __init__(self) -> None:
+            self.calls: dict[str, int] = {}
+
+        def _count(self, hook: str) -> None:
+            self.calls[hook] = self.calls.get(hook, 0) + 1
+
+        def on_before_backward(self, trainer, module, loss) -> None:  # noqa: ANN001
+            self._count("before_backward")
+
+        def on_after_backward(self, trainer, module) -> None:  # noqa: ANN001
+            self._count("after_backward")
+
+        def on_before_optimizer_step(self, trainer, module, optimizer) -> None:  # noqa: ANN001
+            self._count("before_step")
+
+    data = _language()
+    counting = Counting()
+    trainer = _fit(_module(data, truncation=5), data, callbacks=[counting], limit_val_batches=0)
+    assert trainer.global_step > 0
+    assert counting.calls == dict.fromkeys(("before_backward", "after_backward", "before_step"), trainer.global_step)  # fmt: skip
+
+
 @pytest.mark.parametrize("task", ["language_model", "tagging"])
 def test_chunk_losses_weigh_every_step_as_the_full_bptt_loss_does(task):
     data = _language() if task == "language_model" else _tagging(steps=10)
