@@ -21,7 +21,10 @@ from models.data.base import Batch
 from models.losses import known_targets, many_to_one_loss
 from models.network import MANY_TO_ONE, SequenceNet, step_mask
 
-FLOW_SEQUENCES = 32
+# 16: on the adding task's LSTM-64 (T=50) the ratio of 8 disjoint groups of 16 validation
+# sequences varied by 0.003 (standard deviation, log10 units) around -3.41, against 0.001 with 32,
+# and the diagnostic took 1.5 ms against 2.7 ms: 2% of an epoch of 0.08 s
+FLOW_SEQUENCES = 16
 _EPS = torch.finfo(torch.float32).tiny  # keeps log10 finite if a gradient underflows
 
 
