@@ -273,8 +273,10 @@ def test_an_unreachable_tracking_server_is_a_clear_error_before_any_trial(workdi
 def test_a_tracking_server_that_drops_out_loses_nothing_on_the_optuna_side(workdir: Path):
     from tests.servers import mlflow_server
 
+    # trials of a few seconds each: the server must go while the study still has work to do
+    # (1000 sequences trained so fast that all three trials ended before the server was stopped)
     study = tiny_study(
-        task={"source": "adding", "seq_len": 20, "n_train": 1000, "n_val": 64, "n_test": 64},
+        task={"source": "adding", "seq_len": 20, "n_train": 6000, "n_val": 64, "n_test": 64},
         budget={"n_trials": 3, "max_epochs": 2},
     )
     study_file = write_study(workdir / "s.yaml", study)
