@@ -1,9 +1,13 @@
-"""`sampler: {name: tpe, history: N}` (tuner.history): TPE reads the N best complete trials, the N
-most recently finished complete or pruned ones and the running ones, and no other trial."""
+"""What TPE reads (tuner.history). `sampler: {name: tpe, history: N}`: the N best complete trials,
+the N most recently finished complete or pruned ones and the running ones, and no other trial.
+Without a cap: every trial, taken in once, with the draws of Optuna's own TPESampler."""
 
 from __future__ import annotations
 
+import math
+import random
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -11,7 +15,8 @@ from optuna.samplers._tpe import sampler as tpe
 from optuna.trial import TrialState
 
 from tests.conftest import open_storage, tiny_study
-from tuner.config import parse_study
+from tuner.config import load_study_file, parse_study
+from tuner.history import IncrementalTPESampler
 from tuner.space import suggest
 from tuner.study import make_sampler
 
@@ -27,7 +32,14 @@ def _read_by_tpe(monkeypatch: pytest.MonkeyPatch) -> list[set[int]]:
         read.append({t.number for t in trials})
         return split(study, trials, n_below)
 
-    monkeypatch.setattr(tpe, "_split_trials", spy)
+    sample_from = IncrementalTPESampler._sample_from
+
+    def spy_whole(self, study, trial, space, finished, running):  # noqa: ANN001, ANN202
+        read.append(set(finished.numbers.tolist()) | {t.number for t in running} - {trial.number})
+        return sample_from(self, study, trial, space, finished, running)
+
+    monkeypatch.setattr(tpe, "_split_trials", spy)  # the capped sampler: Optuna's split
+    monkeypatch.setattr(IncrementalTPESampler, "_sample_from", spy_whole)
     return read
 
 
@@ -70,3 +82,71 @@ def test_tpe_with_a_history_reads_the_best_the_recent_and_the_running(
         assert len(expected) < len(finished)  # the cap leaves trials out
     assert read and all(numbers == expected for numbers in read)
     storage.engine.dispose()
+
+
+class _Twin(IncrementalTPESampler):
+    """rnn-tuner's TPE, checked at every sample against Optuna's on the same study, trial and
+    random state."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.stock = optuna.samplers.TPESampler(**options)
+        self.samples = 0
+
+    def _sample(self, study, trial, search_space):  # noqa: ANN001, ANN202 - TPE's own arguments
+        self.stock._rng.rng.set_state(self._rng.rng.get_state())
+        expected = self.stock._sample(study, trial, search_space)
+        found = super()._sample(study, trial, search_space)
+        assert found == expected, f"trial {trial.number}: {found} != Optuna's {expected}"
+        self.samples += 1
+        return found
+
+
+QUICKSTART = Path(__file__).parents[1] / "studies" / "quickstart.yaml"  # its search space
+
+
+@pytest.mark.parametrize("liar", [True, False], ids=["constant-liar", "no-liar"])
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_tpe_on_the_whole_history_draws_what_optunas_tpe_draws(
+    workdir: Path, liar: bool, direction: str
+):
+    """Same parameters as Optuna's TPESampler at every sample, on a history with ties, pruned
+    trials (with and without reports, NaN included), failed and infeasible ones, trials that
+    finish out of order, late enqueued ones and a conditional parameter; on a journal file, as
+    a worker reads it (a second process's trials arrive through the log)."""
+    cfg = load_study_file(QUICKSTART)
+    url = f"journal:///{workdir}/study.log"
+    twin = _Twin(constant_liar=liar, seed=3, n_startup_trials=5)
+    study = optuna.create_study(
+        storage=open_storage(url), study_name="s", sampler=twin, direction=direction
+    )
+    other = optuna.load_study(study_name="s", storage=open_storage(url))
+    rng = random.Random(0)
+    open_trials: list[optuna.Trial] = []
+    for i in range(160):
+        if i % 40 == 10:  # enqueued now, asked later: a small number finishing late
+            other.enqueue_trial({"cell": "gru", "lr": 0.01, "batch_size": 64})
+        who = study if rng.random() < 0.7 else other
+        trial = who.ask()
+        suggest(trial, cfg)
+        open_trials.append(trial)
+        while len(open_trials) > rng.randint(0, 4):  # up to four running, told in any order
+            done = open_trials.pop(rng.randrange(len(open_trials)))
+            _finish(done, rng)
+    for done in open_trials:
+        _finish(done, rng)
+    assert twin.samples > 120  # the relative sample, and the conditional dropout's on 2 layers
+
+
+def _finish(trial: optuna.Trial, rng: random.Random) -> None:
+    study, roll = trial.study, rng.random()
+    if roll < 0.1:
+        study.tell(trial, state=TrialState.FAIL)
+    elif roll < 0.25:
+        for step in range(rng.randint(0, 3)):
+            trial.report(math.nan if rng.random() < 0.2 else rng.random(), step)
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        if roll < 0.3:
+            trial.set_constraint("memory", rng.random() - 0.5)  # feasible or not
+        study.tell(trial, round(rng.random(), 1))  # ties

@@ -290,7 +290,8 @@ class SamplerBlock(NamedPlugin):
         ge=1,
         description="`tpe` only: it reads the N best complete trials and the N most recently "
         "finished ones instead of every trial (a long study's ask costs O(N), not O(trials)); "
-        "null: every trial.",
+        "null: every trial, each taken in once (Optuna's draws; only TPE's numpy work grows "
+        "with the study).",
     )
 
 

@@ -37,12 +37,14 @@ class StorageError(RuntimeError):
 def make_sampler(cfg: StudyConfig, seed: int | None) -> optuna.samplers.BaseSampler:
     defaults = plugin_defaults(cfg, seed)
     options = dict(cfg.sampler.options)
-    if cfg.sampler.history is None:
+    if cfg.sampler.name != "tpe":
         return build("sampler", SAMPLERS, cfg.sampler.name, options, defaults)
-    from tuner.history import CappedTPESampler
+    from tuner.history import CappedTPESampler, IncrementalTPESampler
 
+    if cfg.sampler.history is None:  # the whole history: Optuna's draws, at less cost
+        return build("sampler", SAMPLERS, "tpe", options, defaults, IncrementalTPESampler)
     options["history"] = cfg.sampler.history  # checked at validate: tpe, one objective
-    return build("sampler", SAMPLERS, cfg.sampler.name, options, defaults, CappedTPESampler)
+    return build("sampler", SAMPLERS, "tpe", options, defaults, CappedTPESampler)
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
