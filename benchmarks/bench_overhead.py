@@ -260,6 +260,7 @@ def tuner_trial(
     from tuner.objective import Objective
     from tuner.stale import storage_with_heartbeats
     from tuner.study import open_study
+    from tuner.threads import Threads
     from tuner.tracking import Tracker
 
     fixed = {k: v for k, v in s.to_dict().items() if k not in ("max_epochs", "lr")}
@@ -298,7 +299,8 @@ def tuner_trial(
     storage = storage_with_heartbeats(f"journal:///{workdir}/rnn_tuner.log", tracker, cfg.study)
     study, _ = open_study(cfg, storage, cfg.study.name)
     with Interrupts() as interrupts:
-        objective = Objective(cfg, tracker, parent, interrupts)
+        # one thread, as the bare loop (a network past tuner.threads' size would get two)
+        objective = Objective(cfg, tracker, parent, interrupts, threads=Threads(fixed=1))
         started = time.perf_counter()
         study.optimize(objective, n_trials=n_trials)
         tracker.flush()  # as a worker does before it ends

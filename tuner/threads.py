@@ -3,10 +3,12 @@
 The same rule sets how many workers `rnn-tuner run` starts when not told (`default_workers`):
 one per core, since each trial of a small network keeps one core busy.
 
-Measured by `python -m benchmarks --only threads`: a second thread buys nothing for networks of
-the quickstart's size or the classic small word-level LSTM language model, and costs a lot as
-soon as another process wants a core. So a trial trains on one thread unless its network has at
-least SECOND_THREAD_FROM parameters, and then on at most its worker's share of the cores. The
+Measured by `python -m benchmarks --only threads`: on a quiet machine a second thread buys
+little for networks of the quickstart's size (t(2)/t(1) 0.93 at 51k parameters) and a lot from a
+few hundred thousand parameters up (0.63 at 266k, 0.63 for the small word-level LM); beside a
+busy process it costs (1.19 at 51k, 1.03 at 266k, 1.10 for the word LM). So a trial trains on
+one thread unless its network has at least SECOND_THREAD_FROM parameters, and then on at most
+its worker's share of the cores. The
 user's OMP_NUM_THREADS fixes the count for every trial instead. The OpenMP wait policy (passive:
 idle threads sleep rather than spin against other processes) must be set before torch starts;
 tuner.cli does it. Nothing heavy is imported here.
@@ -18,8 +20,10 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 
-# The smallest network measured where a second thread was not slower; below it, one thread.
-SECOND_THREAD_FROM = 20_000_000
+# About the smallest network measured where a second thread clearly pays on a quiet machine
+# (the 266k-parameter LSTM: 0.63 of one thread's time) and costs little beside a busy process
+# (1.03); below it, one thread (2026-12-06, docs/performance.md "Threads per trial").
+SECOND_THREAD_FROM = 250_000
 # Memory set aside per default worker: a process with torch, Lightning and MLflow imported and a
 # small network training stays well under it (a budget, not a measurement of every study).
 WORKER_MEMORY = 1 << 30
