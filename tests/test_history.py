@@ -150,3 +150,22 @@ def _finish(trial: optuna.Trial, rng: random.Random) -> None:
         if roll < 0.3:
             trial.set_constraint("memory", rng.random() - 0.5)  # feasible or not
         study.tell(trial, round(rng.random(), 1))  # ties
+
+
+def test_a_space_that_changes_every_trial_keeps_optunas_draws_and_few_columns(workdir: Path):
+    """A parameter whose range moves with the trial (a distribution per trial): the draws are
+    still Optuna's, and the sampler keeps a bounded number of converted columns, not one per
+    distribution it ever saw."""
+    from tuner.history import _COLUMNS_KEPT
+
+    twin = _Twin(seed=5, n_startup_trials=3)
+    study = optuna.create_study(sampler=twin)
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0 + trial.number)  # independent: not in the
+        return (x - 0.5) ** 2 + trial.suggest_float("y", -1.0, 1.0) ** 2  # intersection
+
+    study.optimize(objective, n_trials=_COLUMNS_KEPT + 30)
+    assert twin.samples > _COLUMNS_KEPT
+    (finished,) = twin._finished.values()
+    assert len(finished.columns) <= _COLUMNS_KEPT

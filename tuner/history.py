@@ -139,6 +139,7 @@ class CappedTPESampler(optuna.samplers.TPESampler):
 
 
 _COMPLETE, _PRUNED, _INFEASIBLE = 0, 1, 2  # TPE's split groups of finished trials, in its order
+_COLUMNS_KEPT = 64  # parameter columns kept per study (see _FinishedTrials.column)
 
 
 class _Column:
@@ -218,8 +219,13 @@ class _FinishedTrials:
         self.pending = []
 
     def column(self, name: str, distribution: Any) -> _Column:
-        """`name` under `distribution` for every row, brought up to date."""
-        column = self.columns.setdefault((name, distribution), _Column())
+        """`name` under `distribution` for every row, brought up to date. The most recently
+        used columns are kept: a study file's space has one distribution per parameter, but a
+        space that changes from trial to trial must not keep a column per distribution."""
+        column = self.columns.pop((name, distribution), None) or _Column()
+        self.columns[(name, distribution)] = column
+        if len(self.columns) > _COLUMNS_KEPT:
+            del self.columns[next(iter(self.columns))]
         if column.filled < len(self.params):
             new = self.params[column.filled :]
             has = np.fromiter((name in p for p in new), dtype=bool, count=len(new))
