@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.samplers._tpe import sampler as tpe
 from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -147,7 +148,7 @@ class _Column:
     (by row), and whether the trial has it."""
 
     def __init__(self) -> None:
-        self.values, self.has, self.filled = np.empty(0), np.empty(0, dtype=bool), 0
+        self.values, self.has = np.empty(0), np.empty(0, dtype=bool)
 
 
 class _FinishedTrials:
@@ -170,7 +171,7 @@ class _FinishedTrials:
         self.key = np.empty((0, 2))  # sort keys: value, or (-last step, last value), or score
         self.columns: dict[tuple[str, Any], _Column] = {}
 
-    def update(self, trials: list[FrozenTrial]) -> list[FrozenTrial] | None:
+    def update(self, trials: list[FrozenTrial], study: optuna.Study) -> list[FrozenTrial] | None:
         """Take in the finished trials of `trials` (number order) not seen before; the running
         ones, or None if `trials` lacks a finished trial seen before (an older list)."""
         start = self.prefix
@@ -179,7 +180,7 @@ class _FinishedTrials:
         end = start
         while end < len(trials) and trials[end].state != TrialState.RUNNING:
             if trials[end].number not in self.rows:
-                self._take(trials[end])
+                self._take(trials[end], study)
             end += 1
         self.prefix, self.last = end, trials[end - 1].number if end else -1
         running, finished = [], end
@@ -189,22 +190,19 @@ class _FinishedTrials:
                 continue
             finished += 1
             if trial.number not in self.rows:
-                self._take(trial)
+                self._take(trial, study)
         self._flush()
         return running if finished == len(self.rows) else None
 
-    def _take(self, trial: FrozenTrial) -> None:
-        # TPE's own split (optuna.samplers._tpe.sampler._split_trials), key by key
-        score = sum(v for v in trial.constraints.values() if v > 0)
+    def _take(self, trial: FrozenTrial, study: optuna.Study) -> None:
+        # the groups and keys of TPE's own split (optuna.samplers._tpe.sampler._split_trials)
+        score = tpe._get_infeasible_trial_score(trial)
         if score > 0:
             group, key = _INFEASIBLE, (score, 0.0)
         elif trial.state == TrialState.COMPLETE:
             group, key = _COMPLETE, (self.sign * float(trial.value), 0.0)  # type: ignore[arg-type]
-        elif trial.intermediate_values:
-            step, value = max(trial.intermediate_values.items())
-            group, key = _PRUNED, (-step, math.inf if math.isnan(value) else self.sign * value)
         else:
-            group, key = _PRUNED, (1.0, 0.0)
+            group, key = _PRUNED, tpe._get_pruned_trial_score(trial, study)
         self.rows[trial.number] = len(self.params)
         self.params.append(trial.params)
         self.pending.append((trial.number, group, *key))
@@ -226,13 +224,12 @@ class _FinishedTrials:
         self.columns[(name, distribution)] = column
         if len(self.columns) > _COLUMNS_KEPT:
             del self.columns[next(iter(self.columns))]
-        if column.filled < len(self.params):
-            new = self.params[column.filled :]
+        if len(column.values) < len(self.params):
+            new = self.params[len(column.values) :]
             has = np.fromiter((name in p for p in new), dtype=bool, count=len(new))
             values = [distribution.to_internal_repr(p[name]) if name in p else 0 for p in new]
             column.values = np.concatenate([column.values, np.asarray(values, dtype=float)])
             column.has = np.concatenate([column.has, has])
-            column.filled = len(self.params)
         return column
 
     def split(self, n_below: int) -> tuple[np.ndarray, np.ndarray]:
@@ -283,10 +280,10 @@ class IncrementalTPESampler(optuna.samplers.TPESampler):
         key = (id(study._storage), study._study_id)
         with self._lock:
             finished = self._finished.setdefault(key, _FinishedTrials(sign))
-            running = finished.update(trials)
+            running = finished.update(trials, study)
             if running is None:  # not the list read before (another study, an older list)
                 finished = self._finished[key] = _FinishedTrials(sign)
-                running = finished.update(trials)
+                running = finished.update(trials, study)
                 assert running is not None
             return self._sample_from(study, trial, search_space, finished, running)
 
@@ -300,7 +297,7 @@ class IncrementalTPESampler(optuna.samplers.TPESampler):
     ) -> dict[str, Any]:
         running = [t for t in running if t.number != trial.number]
         if self._gamma is None:
-            self._gamma = optuna.samplers._tpe.sampler.default_gamma
+            self._gamma = tpe.default_gamma
         below, above = finished.split(self._gamma(len(finished.rows)))
         estimators = [
             self._parzen_estimator_cls(
