@@ -276,12 +276,13 @@ class IncrementalTPESampler(optuna.samplers.TPESampler):
         if self._constant_liar:
             states.append(TrialState.RUNNING)
         trials = study._get_trials(deepcopy=False, states=states, use_cache=not self._constant_liar)
-        sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
         key = (id(study._storage), study._study_id)
         with self._lock:
-            finished = self._finished.setdefault(key, _FinishedTrials(sign))
-            running = finished.update(trials, study)
-            if running is None:  # not the list read before (another study, an older list)
+            finished = self._finished.get(key)
+            running = None if finished is None else finished.update(trials, study)
+            if running is None:  # the first sample, or not the list read before (another
+                # study under a reused key, an older list): take this list in from scratch
+                sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
                 finished = self._finished[key] = _FinishedTrials(sign)
                 running = finished.update(trials, study)
                 assert running is not None

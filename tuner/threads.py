@@ -8,8 +8,8 @@ little for networks of the quickstart's size (t(2)/t(1) 0.93 at 51k parameters) 
 few hundred thousand parameters up (0.63 at 266k, 0.63 for the small word-level LM); beside a
 busy process it costs (1.19 at 51k, 1.03 at 266k, 1.10 for the word LM). So a trial trains on
 one thread unless its network has at least SECOND_THREAD_FROM parameters, and then on at most
-its worker's share of the cores. The
-user's OMP_NUM_THREADS fixes the count for every trial instead. The OpenMP wait policy (passive:
+its worker's share of the cores. The user's OMP_NUM_THREADS fixes the count for every trial
+instead. The OpenMP wait policy (passive:
 idle threads sleep rather than spin against other processes) must be set before torch starts;
 tuner.cli does it. Nothing heavy is imported here.
 """
