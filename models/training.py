@@ -28,13 +28,17 @@ if training fails later. Lightning callbacks may be passed too; they see `module
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import logging
 import math
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import lightning_fabric.utilities.registry
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
@@ -63,6 +67,28 @@ _COUNTS_BATCHES = ("limit_train_batches", "limit_val_batches", "val_check_interv
 
 # Lightning's per-Trainer banners ("GPU available: ...", tips) go through these loggers at INFO.
 _NOISY_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.seed")
+
+
+@functools.lru_cache(maxsize=16)
+def _entry_points_on(path: tuple[str, ...], group: str) -> importlib.metadata.EntryPoints:
+    return importlib.metadata.entry_points(group=group)
+
+
+def _entry_points(**selection: Any) -> importlib.metadata.EntryPoints:
+    """importlib's `entry_points`, looked up once per group and `sys.path`.
+
+    Every Trainer() asks for the callback factories packages register (group
+    `pytorch_lightning.callbacks_factory`), and importlib answers by reading the metadata of
+    every installed package: 6.6 ms with this project's 136, a fifth of a small trial's fixed
+    cost. The packages on a path do not change while a worker trains; a factory found here is
+    still called by every Trainer, so each gets callbacks of its own."""
+    if set(selection) != {"group"}:
+        return importlib.metadata.entry_points(**selection)
+    return _entry_points_on(tuple(sys.path), selection["group"])
+
+
+# Lightning's only use of the name: `_load_external_callbacks`, called by every Trainer().
+lightning_fabric.utilities.registry.entry_points = _entry_points  # type: ignore[assignment]
 
 
 @dataclass

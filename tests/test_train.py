@@ -2,6 +2,7 @@
 
 import logging
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,36 @@ def test_train_prints_no_lightning_banners(adding, capsys, caplog):
     for text in (out, err, caplog.text):
         assert "GPU available" not in text
         assert "max_epochs" not in text  # "`Trainer.fit` stopped: `max_epochs=1` reached."
+
+
+def test_callbacks_a_package_registers_reach_every_trainer(adding, tmp_path, monkeypatch):
+    """Lightning's entry points for callback factories (looked up once per sys.path: the lookup
+    reads every installed package's metadata): a package installed on a new path is seen, and
+    each training gets callbacks of its own from the factory."""
+    package = "rnn_tuner_test_callbacks"
+    (tmp_path / f"{package}.py").write_text(
+        "import pytorch_lightning as pl\n"
+        "fits = []\n"
+        "class Seen(pl.Callback):\n"
+        "    def on_fit_start(self, trainer, pl_module):\n"
+        "        fits.append(self)\n"
+        "def factory():\n"
+        "    return [Seen()]\n"
+    )
+    info = tmp_path / f"{package}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        f"[pytorch_lightning.callbacks_factory]\nseen = {package}:factory\n"
+    )
+    one_epoch = Settings(**{**TINY.to_dict(), "max_epochs": 1})
+    train(one_epoch, adding)  # the lookup made before the package's path is known
+    monkeypatch.syspath_prepend(str(tmp_path))
+    train(one_epoch, adding)
+    train(one_epoch, adding)
+    fits = __import__(package).fits
+    assert len(fits) == 2 and fits[0] is not fits[1]
+    monkeypatch.delitem(sys.modules, package)
 
 
 @pytest.mark.slow
