@@ -119,7 +119,7 @@ def test_two_workers_that_finish_at_once_do_not_both_keep_as_best(workdir: Path)
     keepers, runs = [], []
     for _ in range(2):  # A, then B: each trains and offers its network before either is told
         trial = study.ask()
-        run_id = tracker.start_trial(parent, trial.number, {}, {})
+        run_id = tracker.start_trial(parent, trial.number, {}, {}).wait()
         trial.set_user_attr("mlflow_run_id", run_id)
         weights = BestWeights(cfg.objectives[0])
         result = train(cfg.base_settings(), data, callbacks=[weights])

@@ -4,6 +4,7 @@ once and registered. Real studies on tiny data, driven through the `rnn-tuner` c
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from pathlib import Path
 
@@ -169,13 +170,64 @@ def test_learning_curves_mark_each_pruned_trial_where_it_stopped():
 
 def test_a_long_gradient_profile_fits_the_trial_batch(in_studied: Path):
     tracker = Tracker(f"sqlite:///{in_studied}/mlflow.db", "profiles")
-    run_id = tracker.start_trial(tracker.create_parent("p", {}), 0, {}, {})
+    run = tracker.start_trial(tracker.create_parent("p", {}), 0, {}, {})
     profile = [1.0 + t for t in range(1000)]
-    tracker.finish_trial(run_id, "COMPLETE", [], {}, profiles={"grad_norm_by_step": profile})
+    tracker.finish_trial(run, "COMPLETE", [], {}, profiles={"grad_norm_by_step": profile})
     tracker.flush()  # the worker waits for its queued writes before it ends
-    steps = sorted(m.step for m in tracker.client.get_metric_history(run_id, "grad_norm_by_step"))
+    steps = sorted(m.step for m in tracker.client.get_metric_history(run.id, "grad_norm_by_step"))
     assert len(steps) <= 256 and steps[0] == 0 and steps[-1] == 999
     assert all(b - a <= 4 for a, b in zip(steps, steps[1:], strict=False))  # evenly spread
+
+
+def test_a_trial_starts_without_waiting_for_its_run_which_a_busy_store_makes_later(
+    in_studied: Path,
+):
+    """The run is made by the sender: the trial goes on while the store is busy, and a store that
+    refuses it at the start gets it made at the trial's end, with its epochs."""
+    tracker = Tracker(f"sqlite:///{in_studied}/mlflow.db", "deferred")
+    parent = tracker.create_parent("p", {})
+    held = threading.Event()
+    tracker.sender.submit(held.wait)
+    run = tracker.start_trial(parent, 0, {"lr": 0.1}, {})
+    assert run.id is None and not run.made.is_set()
+    held.set()
+    assert run.wait(timeout=30) is not None
+    assert tracker.client.get_run(run.id).data.params == {"lr": "0.1"}
+
+    create_run = tracker.client.create_run
+    tracker.client.create_run = lambda *a, **k: (_ for _ in ()).throw(OSError("store away"))
+    refused = tracker.start_trial(parent, 1, {"lr": 0.2}, {})
+    assert refused.wait(timeout=30) is None
+    tracker.client.create_run = create_run
+    row = {"epoch": 0, "val_loss": 0.5, "time_ms": 1000.0}
+    tracker.log_epoch(refused, row)
+    tracker.finish_trial(refused, "COMPLETE", [row], {"epochs": 1})
+    tracker.flush()
+    assert refused.id is not None and tracker.trial_run(parent, 1) == refused.id
+    assert tracker.metric_history(refused.id, "val_loss") == [(0, 0.5)]
+
+
+def test_epochs_still_queued_at_a_trial_s_end_go_in_its_final_batch(in_studied: Path):
+    """Epochs the sender has not written when the trial ends (a slow store) are written once,
+    with the final figures, in one call: not a call each before them."""
+    tracker = Tracker(f"sqlite:///{in_studied}/mlflow.db", "queued")
+    run = tracker.start_trial(tracker.create_parent("p", {}), 0, {"lr": 0.1}, {})
+    tracker.flush()
+    held = threading.Event()
+    tracker.sender.submit(held.wait)  # the store is busy: what follows waits in the queue
+    rows = [{"epoch": e, "val_loss": 1.0 / (e + 1), "time_ms": 1000.0 + e} for e in range(3)]
+    for row in rows:
+        tracker.log_epoch(run, row)
+    tracker.finish_trial(run, "COMPLETE", rows, {"epochs": 3})
+    calls = []
+    log_batch = tracker.client.log_batch
+    tracker.client.log_batch = lambda *a, **k: calls.append(a) or log_batch(*a, **k)
+    held.set()
+    tracker.flush()
+    assert len(calls) == 1
+    assert tracker.metric_history(run.id, "val_loss") == [(e, 1.0 / (e + 1)) for e in range(3)]
+    finished = tracker.client.get_run(run.id)
+    assert finished.info.status == "FINISHED" and finished.data.params == {"lr": "0.1"}
 
 
 # ---------------------------------------------------------------- the best model

@@ -32,7 +32,7 @@ from tuner.progress import Progress
 from tuner.space import suggest
 from tuner.study import first_prunable_epoch, is_database_error
 from tuner.threads import Threads
-from tuner.tracking import Tracker
+from tuner.tracking import Tracker, TrialRun
 from tuner.urls import redact
 
 # A trial's user attribute: it failed before its first optimizer step, so every trial would.
@@ -205,6 +205,28 @@ class TrialThreads(EpochCallback):
         self.trial.set_user_attr("torch_threads", n)
 
 
+class RunInTrial(EpochCallback):
+    """Records the trial's MLflow run id in the trial (user attribute `mlflow_run_id`) at the first
+    epoch's end by which the tracker's sender has made the run (it does so while the network is
+    built; training never waits for it). From then on any worker can close the run if ours dies;
+    before, tuner.stale finds the run by its tags."""
+
+    def __init__(self, trial: optuna.Trial, run: TrialRun) -> None:
+        self.trial, self.run = trial, run
+        self.recorded = False
+
+    def on_epoch(self, result: TrainResult) -> None:
+        if self.run.made.is_set():
+            self.at_end()
+
+    def at_end(self) -> None:
+        """Record it now, once the run is made: a trial that completes or is pruned has one."""
+        if not self.recorded:
+            self.recorded = True
+            if self.run.wait() is not None:
+                self.trial.set_user_attr("mlflow_run_id", self.run.id)
+
+
 class Objective:
     def __init__(
         self,
@@ -240,19 +262,19 @@ class Objective:
         settings = self._settings(trial)
         task = {f"task.{k}": v for k, v in asdict(self.cfg.task).items()}
         params = {**settings.params(), **task}
-        run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
-        record = self._record(trial, run_id)
+        run = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
+        record, in_trial = self._record(trial, run), RunInTrial(trial, run)
         state, reason, best, started = "FAIL", None, [], time.perf_counter()
         try:  # from here on, whatever stops the trial closes its run (a Ray actor's stop too)
-            if run_id:  # lets any worker close this run if ours dies mid-trial
-                trial.set_user_attr("mlflow_run_id", run_id)
             with self.interrupts.armed():
-                best = self._best_values(trial, settings, record)
+                best = self._best_values(trial, settings, record, in_trial)
+            in_trial.at_end()
             values = [value for value, _ in best]
             state = "COMPLETE"
             return values[0] if len(values) == 1 else values
         except optuna.TrialPruned:
             state = "PRUNED"
+            in_trial.at_end()
             raise
         except BaseException as raised:
             e = _interrupt_behind(raised) or raised
@@ -267,18 +289,16 @@ class Objective:
                 summary |= {
                     f"objective_{m}": v for m, (_, v) in zip(self.metrics, best, strict=True)
                 }
-            if run_id is None:  # the tracking server was away when the trial began: try again
-                run_id = self.tracker.start_trial(self.parent_id, trial.number, params, self.tags)
             history, profiles = record.history(), record.profiles()
-            self.tracker.finish_trial(run_id, state, history, summary, reason, profiles)
+            self.tracker.finish_trial(run, state, history, summary, reason, profiles)
 
-    def _record(self, trial: optuna.Trial, run_id: str | None) -> TrialRecord:
+    def _record(self, trial: optuna.Trial, run: TrialRun) -> TrialRecord:
         """The trial's record, which sends each epoch to its MLflow run and the progress."""
         watch = None
         if self.progress is not None:
             self.progress.start_trial(trial.number)
             watch = functools.partial(self.progress.epoch, trial.number)
-        live = functools.partial(self.tracker.log_epoch, run_id)
+        live = functools.partial(self.tracker.log_epoch, run)
         return TrialRecord(self._cross_validation(), live, watch)
 
     def _settings(self, trial: optuna.Trial) -> Settings:
@@ -289,7 +309,7 @@ class Objective:
             raise
 
     def _best_values(
-        self, trial: optuna.Trial, settings: Settings, record: TrialRecord
+        self, trial: optuna.Trial, settings: Settings, record: TrialRecord, run: RunInTrial
     ) -> list[tuple[float, float]]:
         """Train (once, or on every fold) and return each objective's best value: as Optuna
         sees it (with its tie-break) and as measured (`_best`); with folds, their means."""
@@ -299,7 +319,13 @@ class Objective:
 
         def fit(data: TaskData, callbacks: list[EpochCallback]) -> TrainResult:
             guard = KeyboardInterruptGuard(self.interrupts)
-            callbacks = [TrialThreads(trial, self.threads), record.recorder(), guard, *callbacks]
+            callbacks = [
+                TrialThreads(trial, self.threads),
+                record.recorder(),
+                run,
+                guard,
+                *callbacks,
+            ]
             return train(
                 settings, data, monitor=self.monitor, callbacks=callbacks,
                 trainer_kwargs=self.trainer_kwargs,
@@ -311,7 +337,7 @@ class Objective:
             weights = self._best_weights()
             result = fit(task_data(self.cfg.task), [*self._pruning(trial), weights])
             values = best(result)
-            self._completed(trial, result, weights)
+            self._completed(trial, result, weights, run.run)
         self._constrain(trial, record)
         return values
 
@@ -330,12 +356,14 @@ class Objective:
         keeps = self.keeper is not None and self.keeper.wanted
         return BestWeights(self.cfg.objectives[self.cfg.primary_index], copy=keeps)
 
-    def _completed(self, trial: optuna.Trial, result: TrainResult, weights: BestWeights) -> None:
+    def _completed(
+        self, trial: optuna.Trial, result: TrainResult, weights: BestWeights, run: TrialRun
+    ) -> None:
         """Record the best epoch; offer its network to be kept (tuner.keep)."""
         if weights.epoch is not None:
             trial.set_user_attr("best_epoch", weights.epoch)
         if self.keeper is not None:
-            run_id = trial.user_attrs.get("mlflow_run_id")
+            run_id = run.wait()
             self.keeper.offer(trial.number, run_id, result, weights, task_data(self.cfg.task))
 
     def _cross_validation(self) -> CrossValidation | None:

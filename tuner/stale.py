@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial
 from tuner.budget import release_slot
 from tuner.config import StudyBlock
 from tuner.study import PARENT_ATTR, make_storage
-from tuner.tracking import Tracker
+from tuner.tracking import Tracker, TrialRun
 
 
 class StaleTrialHandler:
@@ -25,23 +25,27 @@ class StaleTrialHandler:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         reason = f"worker lost: no heartbeat for {self.grace_period} s; queued again"
-        self.tracker.finish_trial(self._run_of(study, trial), "FAIL", [], {}, reason)
+        run = self._run_of(study, trial)
+        if run is not None:
+            self.tracker.finish_trial(run, "FAIL", [], {}, reason)
         study_id = self.storage.get_study_id_from_name(study.study_name)
         release_slot(self.storage, study_id)  # the retry takes its place
         self.retry(study, trial)
 
-    def _run_of(self, study: optuna.Study, trial: FrozenTrial) -> str | None:
+    def _run_of(self, study: optuna.Study, trial: FrozenTrial) -> TrialRun | None:
         """The lost trial's MLflow run: the one its worker recorded; else the one found by its
         tags (the worker died after creating it, before recording its id); else a new one (it
         died before creating it), so that MLflow still holds every trial."""
         recorded = trial.user_attrs.get("mlflow_run_id")
         if recorded is not None:
-            return recorded
+            return TrialRun.existing(trial.number, recorded)
         parent_id = study.user_attrs.get(PARENT_ATTR)
         if parent_id is None:
             return None
         found = self.tracker.trial_run(parent_id, trial.number)
-        return found or self.tracker.start_trial(parent_id, trial.number, trial.params, {})
+        if found is not None:
+            return TrialRun.existing(trial.number, found)
+        return self.tracker.start_trial(parent_id, trial.number, trial.params, {})
 
 
 def storage_with_heartbeats(url: str, tracker: Tracker, block: StudyBlock) -> BaseStorage:

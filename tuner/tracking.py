@@ -3,15 +3,17 @@ child run per trial.
 
 Calls are few and batched: a trial costs `create_run`, one `log_batch` with its parameters, one
 `log_batch` per epoch as the epoch ends (a live curve in the UI), and at its end one `log_batch`
-with the final figures and `set_terminated`. Every write but `create_run` (whose run id the trial
-needs) goes through one background thread per worker (`_Sender`), in the order it was made:
-training only queues an epoch's metrics, a trial's end only queues its final figures (they are
-written while the next trial starts), and the run's status is set after every metric it records.
-`flush()` waits for them all; the worker calls it before it ends.
+with the final figures and `set_terminated`. Every one of them goes through one background thread
+per worker (`_Sender`), in the order it was made: a trial's start only queues its run (a
+`TrialRun`, whose id the sender fills in while the network is built), training only queues an
+epoch's metrics, a trial's end only queues its final figures (they are written while the next
+trial starts), and the run's status is set after every metric it records. `flush()` waits for
+them all; the worker calls it before it ends.
 
 After the study has started, a tracking failure is logged as a warning and never fails a trial:
-the Optuna side of the study is the record that must not be lost. Epochs that could not be sent
-while the server was away are sent again with the trial's final figures.
+the Optuna side of the study is the record that must not be lost. A run the server could not make
+at the trial's start is made at its end; epochs that could not be sent while the server was away
+are sent again with the trial's final figures.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlflow import MlflowClient
@@ -133,8 +135,9 @@ class Tracker:
 
     def start_trial(
         self, parent_id: str, number: int, params: Mapping[str, Any], tags: Mapping[str, str]
-    ) -> str | None:
-        """Open the trial's run with its parameters, so it shows as running in the UI."""
+    ) -> TrialRun:
+        """Queue the trial's run with its parameters (it shows as running in the UI once made);
+        returns at once, the sender makes it (`TrialRun.wait` for its id)."""
         run_tags = {
             "mlflow.parentRunId": parent_id,
             "rnn_tuner.role": "trial",
@@ -142,29 +145,34 @@ class Tracker:
             "optuna.state": "RUNNING",
             **tags,
         }
-        run = self._safely(
-            self.client.create_run,
-            self.experiment_id,
-            run_name=f"trial-{number}",
-            tags=_texts(run_tags),
-        )
-        if run is None:
-            return None
-        run_id = run.info.run_id
-        batch = [Param(k, _text(v)) for k, v in params.items()]
-        self.sender.submit(lambda: self._safely(self.client.log_batch, run_id, params=batch))
-        return run_id
+        run = TrialRun(number, _texts(params), _texts(run_tags))
+        self.sender.submit(lambda: self._make_run(run))
+        return run
 
-    def log_epoch(self, run_id: str | None, row: Mapping[str, float]) -> None:
+    def _make_run(self, run: TrialRun) -> None:
+        """In the sender: create the run (unless made already) and log its parameters."""
+        try:
+            if run.id is None:
+                made = self._safely(self._create_run, f"trial-{run.number}", run.tags)
+                if made is not None:
+                    run.id = made.info.run_id
+                    params = [Param(k, v) for k, v in run.params.items()]
+                    self._safely(self.client.log_batch, run.id, params=params)
+        finally:
+            run.made.set()
+
+    def _create_run(self, name: str, tags: Mapping[str, str]) -> Any:
+        return self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
+
+    def log_epoch(self, run: TrialRun, row: Mapping[str, float]) -> None:
         """Queue one finished epoch's metrics (step = `row["epoch"]`, timestamp `row["time_ms"]`)
         for the trial's run; returns at once, the sender thread writes them."""
-        if run_id is not None:
-            row = dict(row)
-            self.sender.submit(lambda: self._send_epoch(run_id, row))
+        row = dict(row)
+        self.sender.submit(lambda: self._send_epoch(run, row))
 
     def finish_trial(
         self,
-        run_id: str | None,
+        run: TrialRun,
         state: str,
         history: Iterable[Mapping[str, float]],
         summary: Mapping[str, float],
@@ -175,37 +183,39 @@ class Tracker:
         (step = epoch), final figures, per-time-step profiles (step = time step, e.g.
         `grad_norm_by_step`), state tags, then the run status. Returns at once: the sender
         thread writes them while the next trial starts (`flush` waits for them)."""
-        if run_id is None:
-            return
         rows = [dict(row) for row in history]
         summary, profiles = dict(summary), None if profiles is None else dict(profiles)
-        self.sender.submit(
-            lambda: self._send_finish(run_id, state, rows, summary, reason, profiles)
-        )
+        run.finishing = True  # epochs still queued go in the final batch, not a batch each
+        self.sender.submit(lambda: self._send_finish(run, state, rows, summary, reason, profiles))
 
     def flush(self) -> None:
         """Wait until every write queued so far has been made (or has failed with a warning)."""
         self.sender.flush()
 
-    def _send_epoch(self, run_id: str, row: Mapping[str, float]) -> None:
-        if run_id in self._behind:  # after one failure, the rest wait for the trial's end
+    def _send_epoch(self, run: TrialRun, row: Mapping[str, float]) -> None:
+        # no run yet, the trial's end already queued, or after one failure: the epoch goes with
+        # the trial's final figures
+        if run.id is None or run.finishing or run.id in self._behind:
             return
-        if self._attempt(self.client.log_batch, run_id, metrics=_run_metrics([row], {})):
-            self._sent.setdefault(run_id, set()).add(int(row["epoch"]))
+        if self._attempt(self.client.log_batch, run.id, metrics=_run_metrics([row], {})):
+            self._sent.setdefault(run.id, set()).add(int(row["epoch"]))
         else:
-            self._behind.add(run_id)
+            self._behind.add(run.id)
 
     def _send_finish(
         self,
-        run_id: str,
+        run: TrialRun,
         state: str,
         history: list[dict[str, float]],
         summary: Mapping[str, float],
         reason: str | None,
         profiles: Mapping[str, Sequence[float]] | None,
     ) -> None:
-        sent = self._sent.pop(run_id, set())
-        self._behind.discard(run_id)
+        self._make_run(run)  # the server was away when the trial began: try again
+        if run.id is None:
+            return
+        sent = self._sent.pop(run.id, set())
+        self._behind.discard(run.id)
         unsent = [row for row in history if int(row["epoch"]) not in sent]
         metrics = _run_metrics(unsent, summary, profiles)
         tags = [RunTag("optuna.state", state)]
@@ -214,11 +224,11 @@ class Tracker:
         for i in range(0, max(len(metrics), 1), _BATCH):
             self._safely(
                 self.client.log_batch,
-                run_id,
+                run.id,
                 metrics=metrics[i : i + _BATCH],
                 tags=tags if i == 0 else [],
             )
-        self._safely(self.client.set_terminated, run_id, RUN_STATUS[state])
+        self._safely(self.client.set_terminated, run.id, RUN_STATUS[state])
 
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
         self._safely(self.client.log_artifact, run_id, path, artifact_path)
@@ -465,6 +475,31 @@ def _start_error(tracking_uri: str, e: Exception) -> str:
         f"cannot use the MLflow tracking store at {where}: {redact(str(e))}. "
         "Start the server or fix MLFLOW_TRACKING_URI / tracking.uri."
     )
+
+
+@dataclass
+class TrialRun:
+    """A trial's MLflow run, which the sender makes: `id` is None until it is made (and stays None
+    if the tracking store refused it; the trial's end tries again)."""
+
+    number: int  # the trial's
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    id: str | None = None
+    made: threading.Event = field(default_factory=threading.Event, repr=False)
+    finishing: bool = False  # its end is queued (Tracker.finish_trial)
+
+    @classmethod
+    def existing(cls, number: int, run_id: str) -> TrialRun:
+        """A run that exists already (a lost worker's, closed by another: tuner.stale)."""
+        run = cls(number, id=run_id)
+        run.made.set()
+        return run
+
+    def wait(self, timeout: float | None = None) -> str | None:
+        """The run's id once the sender has tried to make it (None if that failed)."""
+        self.made.wait(timeout)
+        return self.id
 
 
 @dataclass(frozen=True)
