@@ -13,7 +13,7 @@ A newcomer's path, from `rnn-tuner run studies/x.yaml` to the MLflow run of one 
     for a trial, calls objective.Objective (through worker.LastTrial, which keeps the outcome
     until it is recorded), tells the result and calls keep.KeepBest (the
     network kept if the study ranks the trial among its best) and worker.RecordTrial.
-  objective.Objective.__call__: space.suggest; Tracker.start_trial opens the trial's child run;
+  objective.Objective.__call__: space.suggest; Tracker.start_trial queues the trial's child run;
     models.train fits with PruningCallback; Tracker.finish_trial logs epochs, closes the run.
   The last worker out: end_of_study.finish_if_last -> plots.write_report, Tracker.close_parent.
 """

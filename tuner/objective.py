@@ -309,7 +309,7 @@ class Objective:
             raise
 
     def _best_values(
-        self, trial: optuna.Trial, settings: Settings, record: TrialRecord, run: RunInTrial
+        self, trial: optuna.Trial, settings: Settings, record: TrialRecord, in_trial: RunInTrial
     ) -> list[tuple[float, float]]:
         """Train (once, or on every fold) and return each objective's best value: as Optuna
         sees it (with its tie-break) and as measured (`_best`); with folds, their means."""
@@ -319,13 +319,8 @@ class Objective:
 
         def fit(data: TaskData, callbacks: list[EpochCallback]) -> TrainResult:
             guard = KeyboardInterruptGuard(self.interrupts)
-            callbacks = [
-                TrialThreads(trial, self.threads),
-                record.recorder(),
-                run,
-                guard,
-                *callbacks,
-            ]
+            threads = TrialThreads(trial, self.threads)
+            callbacks = [threads, record.recorder(), in_trial, guard, *callbacks]
             return train(
                 settings, data, monitor=self.monitor, callbacks=callbacks,
                 trainer_kwargs=self.trainer_kwargs,
@@ -337,7 +332,7 @@ class Objective:
             weights = self._best_weights()
             result = fit(task_data(self.cfg.task), [*self._pruning(trial), weights])
             values = best(result)
-            self._completed(trial, result, weights, run.run)
+            self._completed(trial, result, weights, in_trial.run)
         self._constrain(trial, record)
         return values
 
