@@ -213,16 +213,17 @@ class RunInTrial(EpochCallback):
 
     def __init__(self, trial: optuna.Trial, run: TrialRun) -> None:
         self.trial, self.run = trial, run
-        self.recorded = False
+        self.done = False
 
     def on_epoch(self, result: TrainResult) -> None:
         if self.run.made.is_set():
-            self.at_end()
+            self.record()
 
-    def at_end(self) -> None:
-        """Record it now, once the run is made: a trial that completes or is pruned has one."""
-        if not self.recorded:
-            self.recorded = True
+    def record(self) -> None:
+        """Record the id once, waiting for the sender if it has not made the run yet (a trial
+        that completes or is pruned records it at the latest then)."""
+        if not self.done:
+            self.done = True
             if self.run.wait() is not None:
                 self.trial.set_user_attr("mlflow_run_id", self.run.id)
 
@@ -268,13 +269,13 @@ class Objective:
         try:  # from here on, whatever stops the trial closes its run (a Ray actor's stop too)
             with self.interrupts.armed():
                 best = self._best_values(trial, settings, record, in_trial)
-            in_trial.at_end()
+            in_trial.record()
             values = [value for value, _ in best]
             state = "COMPLETE"
             return values[0] if len(values) == 1 else values
         except optuna.TrialPruned:
             state = "PRUNED"
-            in_trial.at_end()
+            in_trial.record()
             raise
         except BaseException as raised:
             e = _interrupt_behind(raised) or raised
