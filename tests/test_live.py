@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -134,6 +135,47 @@ def test_each_epoch_reaches_mlflow_while_the_trial_is_still_running(workdir: Pat
     assert run.info.status == "FAILED"
     assert run.data.metrics["epochs"] == len(points)
     assert run.info.end_time >= max(p.timestamp for p in points)
+
+
+def test_a_ctrl_c_at_an_epoch_s_end_waits_until_mlflow_and_optuna_both_have_the_epoch(
+    workdir: Path,
+):
+    """The signal lands right after epoch 2's point went to MLflow, before Optuna is told of it
+    (the window CI once hit by chance): the trial still ends with the same epochs in both."""
+    study = write_study(workdir / "s.yaml", tiny_study(**LONG))
+    code = textwrap.dedent(
+        f"""
+        import os
+        import signal
+
+        from tuner.cli import main
+        from tuner.tracking import Tracker
+
+        send = Tracker.log_epoch
+
+        def log_epoch(self, run, row):
+            send(self, run, row)
+            if int(row["epoch"]) == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        Tracker.log_epoch = log_epoch
+        main(["run", {str(study)!r}, "--workers", "1"])
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stdout + proc.stderr[-3000:]
+
+    trial = trial_of(workdir)
+    assert trial.state.name == "FAIL"
+    assert trial.user_attrs["fail_reason"] == "TrialInterrupted: interrupted by SIGINT"
+    client, run_id, points = curve(workdir)
+    assert [p.step for p in points] == [0, 1, 2]
+    assert {p.step: p.value for p in points} == pytest.approx(trial.intermediate_values)
+    assert client.get_run(run_id).data.metrics["epochs"] == 3
 
 
 @pytest.mark.slow

@@ -56,3 +56,18 @@ class Interrupts:
             yield
         finally:
             self._armed = False
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Inside training, a block a signal must not cut in two (an epoch's end: its MLflow
+        point and Optuna's report are written together or not at all): the signal waits for the
+        block's end, then raises as it would have."""
+        was = self._armed
+        self._armed = False
+        try:
+            yield
+        finally:
+            self._armed = was
+        if was and self.requested:
+            self._armed = False
+            raise TrialInterrupted(f"interrupted by {self.requested}")

@@ -205,6 +205,24 @@ class TrialThreads(EpochCallback):
         self.trial.set_user_attr("torch_threads", n)
 
 
+class EpochEnds(EpochCallback):
+    """Tells the trial's callbacks of each epoch's end, in order, with signals held
+    (`Interrupts.held`): a Ctrl-C that lands there waits until all have seen the epoch, so its
+    point in MLflow, Optuna's report of it and its kept weights are all recorded or none is."""
+
+    def __init__(self, interrupts: Any, callbacks: list[EpochCallback]) -> None:
+        self.interrupts, self.callbacks = interrupts, callbacks
+
+    def on_start(self, result: TrainResult) -> None:
+        for callback in self.callbacks:
+            callback.on_start(result)
+
+    def on_epoch(self, result: TrainResult) -> None:
+        with self.interrupts.held():
+            for callback in self.callbacks:
+                callback.on_epoch(result)
+
+
 class RunInTrial(EpochCallback):
     """Records the trial's MLflow run id in the trial (user attribute `mlflow_run_id`) at the first
     epoch's end by which the tracker's sender has made the run (it does so while the network is
@@ -321,9 +339,9 @@ class Objective:
         def fit(data: TaskData, callbacks: list[EpochCallback]) -> TrainResult:
             guard = KeyboardInterruptGuard(self.interrupts)
             threads = TrialThreads(trial, self.threads)
-            callbacks = [threads, record.recorder(), in_trial, guard, *callbacks]
+            epochs = EpochEnds(self.interrupts, [threads, record.recorder(), in_trial, *callbacks])
             return train(
-                settings, data, monitor=self.monitor, callbacks=callbacks,
+                settings, data, monitor=self.monitor, callbacks=[epochs, guard],
                 trainer_kwargs=self.trainer_kwargs,
             )  # fmt: skip
 
