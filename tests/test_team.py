@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -43,7 +44,18 @@ def start(
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
-    out, _ = proc.communicate(timeout=timeout)
+    """The command's output once it ended with 0; one still running after `timeout` is stopped
+    (SIGINT, which it passes on to its workers) and its output so far is the failure."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        raise AssertionError(f"still running after {timeout:.0f} s; its output:\n{out}") from None
     assert proc.returncode == 0, out
     return out
 

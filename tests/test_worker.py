@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from tests.conftest import ROOT, open_storage, tiny_study, wait_for_training, write_study
 from tuner.cli import main
 from tuner.study import PARENT_ATTR, make_storage
+from tuner.worker import UNSTARTED
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -105,15 +106,21 @@ def test_max_trials_is_the_study_s_total_across_runs(workdir: Path, storage: str
 
 class CutConnection:
     """The study database drops the connection, `times` times, when the worker sends a
-    statement that starts with `prefix` (what a database restart does to a connection in use);
-    a dropped connection reaches the worker as SQLAlchemy's OperationalError."""
+    statement that starts with `prefix` (what a database restart does to a connection in use),
+    from the first statement that starts with `after` on (from the start without it); a dropped
+    connection reaches the worker as SQLAlchemy's OperationalError."""
 
-    def __init__(self, storage: str, prefix: tuple[str, ...], times: int) -> None:
-        self.database, self.prefix = sa.make_url(storage).database, prefix
+    def __init__(
+        self, storage: str, prefix: tuple[str, ...], times: int, after: tuple[str, ...] = ()
+    ) -> None:
+        self.database, self.prefix, self.after = sa.make_url(storage).database, prefix, after
         self.left, self.cuts = times, 0
 
     def __call__(self, conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
-        cut = self.left and statement.lstrip().upper().startswith(self.prefix)
+        said = statement.lstrip().upper()
+        if self.after and said.startswith(self.after):
+            self.after = ()
+        cut = self.left and not self.after and said.startswith(self.prefix)
         if cut and conn.engine.url.database == self.database:
             self.left, self.cuts = self.left - 1, self.cuts + 1
             lost = Exception("connection lost")
@@ -128,6 +135,8 @@ TELL_VALUE = ("INSERT INTO TRIAL_VALUES ",)
 TABLE_CHECK = ("PRAGMA MAIN.TABLE_INFO(", "SELECT PG_CATALOG.PG_CLASS.RELNAME")
 SCHEMA_CHECK = ("SELECT VERSION_INFO.",)
 PARAM_WRITE = ("INSERT INTO TRIAL_PARAMS ",)  # a sampled value, written before training
+# The last statement of Optuna's trial creation, and its reading the new trial back (its ask)
+TRIAL_CREATED, TRIAL_READ = ("UPDATE TRIALS SET NUMBER",), ("SELECT TRIALS.",)
 
 
 @pytest.fixture
@@ -135,8 +144,8 @@ def cut_connection(rdb_storage: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("tuner.study._DB_RETRY_WAIT", 0.0)  # the retries' waits, not their count
     installed: list[CutConnection] = []
 
-    def install(prefix: tuple[str, ...], times: int) -> CutConnection:
-        installed.append(CutConnection(rdb_storage, prefix, times))
+    def install(prefix: tuple[str, ...], times: int, after: tuple[str, ...] = ()) -> CutConnection:
+        installed.append(CutConnection(rdb_storage, prefix, times, after))
         sa.event.listen(sa.Engine, "before_cursor_execute", installed[-1])
         return installed[-1]
 
@@ -204,6 +213,22 @@ def test_a_connection_dropped_before_training_fails_that_trial_only(
     run(study_file, storage, "--max-trials", "3")
     assert cut.cuts == 1
     assert [t.state.name for t in trials(storage)] == ["FAIL", "COMPLETE", "COMPLETE"]
+
+
+def test_a_trial_created_just_before_the_connection_dropped_is_failed_not_left_running(
+    workdir: Path, storage: str, cut_connection
+):
+    """Optuna's ask created the trial, then lost the connection: no worker would ever run it, and
+    without a heartbeat it would never go stale, so the workers (their budget spent) waited for
+    it for good (once seen in CI). The worker fails it and goes on; the budget stays exact.
+    (`--timeout` ends the run that would wait.)"""
+    study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
+    cut = cut_connection(TRIAL_READ, times=1, after=TRIAL_CREATED)
+    run(study_file, storage, "--max-trials", "3", "--timeout", "60")
+    assert cut.cuts == 1
+    found = trials(storage)
+    assert [t.state.name for t in found] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert found[0].user_attrs["fail_reason"] == UNSTARTED and not found[0].params
 
 
 STARTING_A_TRIAL = 1.0  # seconds from the worker's last deadline check to the trial's creation

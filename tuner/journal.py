@@ -28,6 +28,8 @@ from optuna.storages.journal._base import BaseJournalSnapshot
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.study import StartedTrials
+
 # Table names: apart from Optuna's RDB tables and rnn-tuner's RDB budget in the same database.
 PREFIX = "rnn_tuner_journal"
 _LOG, _SNAPSHOT, _HEARTBEAT = PREFIX, f"{PREFIX}_snapshot", f"{PREFIX}_heartbeat"
@@ -103,7 +105,7 @@ def _database_seconds(engine: sa.Engine) -> Any:
     return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)")
 
 
-class JournalStudyStorage(JournalStorage, BaseHeartbeat):
+class JournalStudyStorage(StartedTrials, JournalStorage, BaseHeartbeat):
     """Optuna's JournalStorage with heartbeats: a row per running trial, beaten every
     `heartbeat_interval` s by Optuna's heartbeat thread; a running trial silent for
     `grace_period` s is stale, and Optuna fails it and calls `on_stale` (as with its RDB

@@ -34,6 +34,41 @@ class StorageError(RuntimeError):
     """The study database cannot be reached or used."""
 
 
+class StartedTrials:
+    """Remembers the last trial this process set RUNNING (`last_started`): created by Optuna's
+    ask, or a waiting one (a retry, an enqueued trial) taken. A dropped connection between that
+    and the objective's start leaves a trial that no worker runs and that Optuna never calls
+    stale (it has no heartbeat yet): tuner.worker.LastTrial fails it. Mixed into the study's
+    storages (this module's RDB storage, tuner.journal's)."""
+
+    last_started: int | None = None
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)  # type: ignore[misc]
+        if template_trial is None or template_trial.state == TrialState.RUNNING:
+            self.last_started = trial_id
+        return trial_id
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)  # type: ignore[misc]
+        if changed and state == TrialState.RUNNING:
+            self.last_started = trial_id
+        return changed
+
+
+class StudyRDBStorage(StartedTrials, RDBStorage):
+    """Optuna's RDB storage that remembers the trial it last started (`StartedTrials`)."""
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        # what Optuna's cache in front of this storage calls to create a trial
+        trial = super()._create_new_trial(study_id, template_trial)
+        if trial.state == TrialState.RUNNING:
+            self.last_started = trial._trial_id
+        return trial
+
+
 def make_sampler(cfg: StudyConfig, seed: int | None) -> optuna.samplers.BaseSampler:
     defaults = plugin_defaults(cfg, seed)
     options = dict(cfg.sampler.options)
@@ -126,7 +161,7 @@ def _storage(
         return postgres_journal(
             sa.create_engine(journal_database(url), **_engine_kwargs(url)), **beats
         )
-    return RDBStorage(
+    return StudyRDBStorage(
         url,
         engine_kwargs=_engine_kwargs(url),
         heartbeat_interval=heartbeat_interval,

@@ -62,7 +62,8 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
         stopper = retrying(lambda: StudyStopper(StopRules.of(req.cfg), study, tracker, parent_id))
         wait = req.cfg.study.heartbeat_interval
         try:  # after each trial: keep its network if it ranks, then record it
-            run_trials(study, objective, slots, _in_turn(keeper, record), stop, wait, stopper)
+            in_turn = _in_turn(keeper, record)
+            run_trials(study, storage, objective, slots, in_turn, stop, wait, stopper)
         except KeyboardInterrupt:  # no handlers installed (tuner.api): Ctrl-C stops the worker
             interrupts.requested = "SIGINT"
         finally:  # the last trials' MLflow writes, queued while the next trial ran
@@ -93,6 +94,10 @@ def _opened(req: RunRequest, tracker: Tracker) -> tuple[optuna.Study, Any, str]:
         for params in req.cfg.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
     return study, storage, parent_id
+
+
+# The fail_reason of a trial that a dropped connection left between Optuna's ask and training.
+UNSTARTED = "the study database's connection dropped before the trial started; it never trained"
 
 
 class RecurringTrialFailure(BadInput):
@@ -135,6 +140,7 @@ class FailureGuard:
 
 def run_trials(
     study: optuna.Study,
+    storage: Any,
     objective: Objective,
     slots: Slots,
     record: Callable[[optuna.Study, FrozenTrial], None],
@@ -148,11 +154,13 @@ def run_trials(
 
     A database error anywhere in one turn retries the turn (`retrying`). The retry takes the
     slot held for a trial that never started rather than a second one, and tells again a trial
-    whose tell the error lost; the loop's end gives back a slot that no trial used."""
-    last = LastTrial(objective, slots, record)
+    whose tell the error lost, or fails a trial the error left unstarted (`storage`: the study's,
+    a tuner.study.StartedTrials); the loop's end gives back a slot that no trial used."""
+    last = LastTrial(objective, slots, record, storage)
 
     def one_trial() -> bool:
         last.tell_again(study)
+        last.fail_unstarted()
         if study_stopped():
             return False
         claim = slots.claim()
@@ -181,9 +189,12 @@ class LastTrial:
     recorded: Optuna's tell can fail on a dropped connection after training, and the trial,
     left RUNNING, would later go stale and train again as a retry in an extra trial."""
 
-    def __init__(self, objective: Objective, slots: Slots, record: Callable[..., None]) -> None:
-        self.objective, self.slots, self.record = objective, slots, record
+    def __init__(
+        self, objective: Objective, slots: Slots, record: Callable[..., None], storage: Any
+    ) -> None:
+        self.objective, self.slots, self.record, self.storage = objective, slots, record, storage
         self.trial: optuna.Trial | None = None  # started, not yet recorded
+        self.ran: int | None = None  # the id of the last trial the objective was given
         self.values: Any = None
         self.state: TrialState | None = None  # for Optuna's tell: None lets the values decide
 
@@ -191,6 +202,7 @@ class LastTrial:
         """The function `study.optimize` calls once Optuna has created the trial."""
         self.slots.spend()  # the trial exists: its slot is used, however it ends
         self.trial, self.values, self.state = trial, None, TrialState.FAIL
+        self.ran = trial._trial_id
         try:
             self.values = self.objective(trial)
         except optuna.TrialPruned:
@@ -210,6 +222,20 @@ class LastTrial:
             return
         told = study.tell(self.trial, self.values, self.state, skip_if_finished=True)
         self.recorded(study, told)
+
+    def fail_unstarted(self) -> None:
+        """Fail the trial Optuna last set RUNNING here if the objective never got it: an error
+        (a dropped connection) came between Optuna's ask and the objective's start. No worker
+        would run it, and without a heartbeat it would never go stale: it would stay RUNNING for
+        good, and workers whose budget is spent would wait for it. It used the held slot."""
+        started = getattr(self.storage, "last_started", None)
+        if started is None or started == self.ran:
+            return
+        if self.storage.get_trial(started).state == TrialState.RUNNING:
+            self.storage.set_trial_user_attr(started, "fail_reason", UNSTARTED)
+            self.storage.set_trial_state_values(started, TrialState.FAIL)
+        self.ran = started  # done: a later error does not come back to it
+        self.slots.spend()
 
 
 def _stop_when(
