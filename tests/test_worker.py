@@ -231,6 +231,29 @@ def test_a_trial_created_just_before_the_connection_dropped_is_failed_not_left_r
     assert found[0].user_attrs["fail_reason"] == UNSTARTED and not found[0].params
 
 
+def test_a_heartbeat_lost_with_its_connection_is_not_the_last(
+    workdir: Path, storage: str, cut_connection
+):
+    """Optuna's heartbeat thread ended at its first error: the trial trained on unseen, and
+    after `grace_period` another worker would have failed it and trained it again."""
+    study = tiny_study(
+        study={"name": "tiny", "heartbeat_interval": 1}, task=LONG_TASK, budget={"max_epochs": 6}
+    )
+    study_file = write_study(workdir / "s.yaml", study)
+    cut = cut_connection(("INSERT INTO TRIAL_HEARTBEATS ",), times=1)  # the trial's first beat
+    run(study_file, storage, "--n-trials", "1")
+    assert cut.cuts == 1
+    (trial,) = trials(storage)
+    assert trial.state.name == "COMPLETE"
+    engine = sa.create_engine(storage)
+    try:
+        with engine.connect() as conn:
+            beats = conn.execute(sa.text("SELECT trial_id FROM trial_heartbeats")).all()
+    finally:
+        engine.dispose()
+    assert beats == [(trial._trial_id,)]  # a later beat made it
+
+
 STARTING_A_TRIAL = 1.0  # seconds from the worker's last deadline check to the trial's creation
 
 

@@ -28,7 +28,7 @@ from optuna.storages.journal._base import BaseJournalSnapshot
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.study import StartedTrials
+from tuner.study import StartedTrials, keep_beating
 
 # Table names: apart from Optuna's RDB tables and rnn-tuner's RDB budget in the same database.
 PREFIX = "rnn_tuner_journal"
@@ -178,6 +178,7 @@ class JournalStudyStorage(StartedTrials, JournalStorage, BaseHeartbeat):
             self._finished[key] = _FinishedPrefix()
         return self._finished[key]
 
+    @keep_beating
     def record_heartbeat(self, trial_id: int) -> None:
         dialect = sa.dialects.postgresql if self.engine.dialect.name == "postgresql" else None
         insert = (dialect or sa.dialects.sqlite).insert(_HEARTBEATS)

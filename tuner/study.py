@@ -7,6 +7,7 @@ its best trial(s), whether any trial runs, and a retry for calls that meet a dat
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -56,8 +57,30 @@ class StartedTrials:
         return changed
 
 
+def keep_beating(beat: Callable[[Any, int], None]) -> Callable[[Any, int], None]:
+    """A storage's `record_heartbeat` that a database error does not end: Optuna's heartbeat
+    thread stops at its first exception, and the trial, still training, would look dead after
+    `grace_period` (another worker would fail it and train it again). The error is logged; the
+    next beat tries again."""
+
+    @functools.wraps(beat)
+    def record_heartbeat(storage: Any, trial_id: int) -> None:
+        try:
+            beat(storage, trial_id)
+        except _DB_ERRORS as e:
+            first_line = redact(str(e).splitlines()[0]) if str(e) else type(e).__name__
+            log.warning(
+                "heartbeat of trial id %d not recorded (%s); next beat", trial_id, first_line
+            )
+
+    return record_heartbeat
+
+
 class StudyRDBStorage(StartedTrials, RDBStorage):
-    """Optuna's RDB storage that remembers the trial it last started (`StartedTrials`)."""
+    """Optuna's RDB storage that remembers the trial it last started (`StartedTrials`) and keeps
+    beating through a dropped connection (`keep_beating`)."""
+
+    record_heartbeat = keep_beating(RDBStorage.record_heartbeat)
 
     def _create_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None = None
