@@ -20,6 +20,10 @@ STUDIES = ROOT / "studies"
 # the adding problem, beside two busy processes: 33 s spinning, 21 s sleeping). The tests of the
 # policy itself start their commands without it (tests/test_threads.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# No end-of-study plots (`run --no-report`) unless a test asks for them (tests/test_results.py,
+# tests/test_browser.py): about 4 s of matplotlib for each 3-trial study a test runs to its
+# end, for figures no other test looks at.
+os.environ.setdefault("RNN_TUNER_REPORT", "0")
 
 
 # What `rnn-tuner run` makes in its working directory when given no storage (README, "Where

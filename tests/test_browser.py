@@ -63,7 +63,7 @@ def test_the_mlflow_ui_shows_the_trials_nested_under_the_study(workdir: Path, br
     study_file = write_study(
         workdir / "s.yaml", tiny_study(budget={"n_trials": 3, "max_epochs": 2})
     )
-    result = CliRunner().invoke(main, ["run", str(study_file)], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["run", str(study_file), "--report"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     store = f"sqlite:///{workdir}/mlflow.db"
     experiment = MlflowClient(store).get_experiment_by_name("tiny").experiment_id

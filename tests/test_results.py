@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from models import AddingData, SequenceModule, evaluate, load_task
 from tests.conftest import default_study, enter, tiny_study, write_study
-from tuner.cli import main
+from tuner.cli import REPORT_ENV, main
 from tuner.figures import TrialRecord, curves_figure, drawing, study_figures
 from tuner.tracking import Tracker
 
@@ -41,6 +41,7 @@ def studied(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("studied")
     with pytest.MonkeyPatch.context() as mp:
         enter(directory, mp)
+        mp.delenv(REPORT_ENV)  # run's default: the plots at the study's end
         study = tiny_study(pruner=PRUNED_SOMETIMES, budget={"n_trials": 4, "max_epochs": 3})
         cli("run", str(write_study(directory / "s.yaml", study)))
     return directory
@@ -85,6 +86,20 @@ def test_a_run_leaves_the_study_plots_in_its_parent_and_curves_in_each_trial(in_
         assert all(m.value > 0 for m in profile)
 
 
+def test_no_report_closes_the_study_without_plots_which_report_draws_later(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv(REPORT_ENV)
+    study = tiny_study(budget={"n_trials": 2, "max_epochs": 1})
+    cli("run", str(write_study(workdir / "s.yaml", study)), "--no-report")
+    client, parent_id, trials = parent_and_trials(workdir)
+    assert client.get_run(parent_id).info.status == "FINISHED" and len(trials) == 2
+    assert plot_names(client, parent_id) == set()
+    assert not any(client.list_artifacts(r.info.run_id) for r in trials)
+    cli("report", "tiny")
+    assert plot_names(client, parent_id) >= STUDY_PLOTS
+
+
 def test_report_again_adds_no_trial_plot_twice(in_studied: Path):
     out = cli("report", "tiny").output
     assert "0 trial plot(s) added" in out
@@ -98,7 +113,7 @@ def test_report_on_a_study_without_complete_trials_draws_curves_and_notes_the_re
         pruner={"name": "threshold", "options": {"upper": -1.0}},
         budget={"n_trials": 2, "max_epochs": 2},
     )
-    cli("run", str(write_study(workdir / "s.yaml", study)))
+    cli("run", str(write_study(workdir / "s.yaml", study)), "--report")
     client, parent_id, trials = parent_and_trials(workdir)
     assert plot_names(client, parent_id) == {"curves", "notes"}
     notes = Path(client.download_artifacts(parent_id, "plots/notes.txt", str(workdir / "dl")))
@@ -115,7 +130,7 @@ def test_a_multi_objective_study_gets_a_pareto_front(workdir: Path):
         sampler={"name": "nsgaii"},
         budget={"n_trials": 3, "max_epochs": 1},
     )
-    cli("run", str(write_study(workdir / "s.yaml", study)))
+    cli("run", str(write_study(workdir / "s.yaml", study)), "--report")
     client, parent_id, _ = parent_and_trials(workdir)
     assert {"pareto", "history", "importances", "parallel", "slice"} <= plot_names(
         client, parent_id

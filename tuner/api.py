@@ -47,9 +47,11 @@ def run(
     study_name: str | None = None,
     timeout: float | None = None,
     progress: bool = True,
+    report: bool = True,
 ) -> optuna.Study:
     """Create or resume the study and run `n_trials` trials (default: its `budget.n_trials`);
     returns the `optuna.Study`. `study`: a study file's path, or its content as a dict.
+    `report=False` skips the study's figures at the end (`rnn-tuner run --no-report`).
 
     Raises StudyFileError (every problem of the study at once), ValueError (e.g. several
     `workers` on SQLite), StorageError or TrackingError before any trial runs."""
@@ -67,6 +69,7 @@ def run(
             timeout=timeout or cfg.budget.timeout,
             study_file=_study_file(study, cfg, Path(tmp)),  # the parent run keeps a copy
             progress=progress,
+            report=report,
             handle_signals=False,
         )
         _run_request(req, workers)

@@ -36,6 +36,7 @@ TRACKING_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own convention
 # Job's pod, a Slurm job-array task. It tags the worker's trial runs and its output lines.
 WORKER_INDEX_ENVS = ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID")
 WORKERS_ENV = "RNN_TUNER_WORKERS"  # --workers' default, e.g. 1 in a container scaled by compose
+REPORT_ENV = "RNN_TUNER_REPORT"  # --report's default: 0 skips the figures at the end of a run
 THREADS_ENV = "OMP_NUM_THREADS"  # OpenMP's own: fixes the threads of every trial
 RAY_ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own; `ray job submit` sets it for the command it runs
 # What Ray's workers take from this shell (a remote node has none of it): MLflow's settings and
@@ -284,6 +285,13 @@ def validate(study_file: Path) -> None:
     help="Also print a line per epoch of each trial (where no live bar shows the epochs: "
     "logs, CI, --workers).",
 )
+@click.option(
+    "--report/--no-report",
+    default=True,
+    envvar=REPORT_ENV,
+    help="Draw the study's figures into its parent run when the last worker ends (default; "
+    f"${REPORT_ENV}=0 turns it off). `rnn-tuner report` draws them at any time.",
+)
 def run(
     study_file: Path,
     n_trials: int | None,
@@ -294,6 +302,7 @@ def run(
     workers: int | None,
     max_trials: int | None,
     verbose: bool,
+    report: bool,
     ray_address: str | None,
 ) -> None:
     """Create or resume the study and run trials; a second run adds trials to the same study.
@@ -319,6 +328,7 @@ def run(
         worker_index=_cluster_worker_index(),
         threads=threads,
         verbose=verbose,
+        report=report,
     )
     ray_plan = _ray_plan(cfg, ray_address, workers)
     if ray_plan is not None:

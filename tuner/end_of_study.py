@@ -13,11 +13,16 @@ from tuner.tracking import Tracker
 
 
 def finish_if_last(
-    study: optuna.Study, tracker: Tracker, parent_id: str, interrupted_by: str | None
+    study: optuna.Study,
+    tracker: Tracker,
+    parent_id: str,
+    interrupted_by: str | None,
+    report: bool = True,
 ) -> None:
+    """`report=False` (`run --no-report`) closes the parent run without the figures."""
     if retrying(lambda: has_running_trials(study)):
         return
-    if interrupted_by is None:  # after Ctrl-C: exit now; `rnn-tuner report` later
+    if report and interrupted_by is None:  # after Ctrl-C: exit now; `rnn-tuner report` later
         from tuner.plots import report_quietly  # matplotlib: for the last worker out only
 
         report_quietly(study, tracker, parent_id)

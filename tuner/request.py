@@ -26,6 +26,7 @@ class RunRequest:
     study_file: Path | None = None  # logged as an artifact of a new parent run
     progress: bool = True  # tuner.progress: bars on a terminal, else a line per trial
     verbose: bool = False  # also a line per epoch of each trial
+    report: bool = True  # the study's figures when the last worker ends (tuner.end_of_study)
     bars: bool = True  # False where several workers share one terminal (--workers N)
     worker_index: int | None = None  # a cluster's or --workers' index: GPU, tags, output
     threads: Threads = field(default_factory=Threads)  # intra-op threads per trial

@@ -72,7 +72,7 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
     summary.stopped = None if stopper.fired is None else stopper.fired.line()
     if progress:
         progress.close()
-    finish_if_last(study, tracker, parent_id, summary.interrupted_by)
+    finish_if_last(study, tracker, parent_id, summary.interrupted_by, req.report)
     if guard.error is not None and summary.interrupted_by is None:
         raise guard.error
     return summary
