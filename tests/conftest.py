@@ -22,7 +22,7 @@ STUDIES = ROOT / "studies"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # No end-of-study plots (`run --no-report`) unless a test asks for them (tests/test_results.py,
 # tests/test_browser.py): about 4 s of matplotlib for each 3-trial study a test runs to its
-# end, for figures no other test looks at.
+# end, for figures no other test looks at. A third of the suite's CPU: 15:53 -> 11:01 on 2 cores.
 os.environ.setdefault("RNN_TUNER_REPORT", "0")
 
 
