@@ -591,10 +591,14 @@ def trial_ends(workdir: Path, quick: bool) -> dict:
 def run(quick: bool) -> list[dict]:
     from models.data import task_data
     from tuner.cli import mlflow_defaults, quiet_libraries
+    from tuner.memory import keep_freed_memory
 
     mlflow_defaults()  # as `rnn-tuner run` sets them, and its warning filters
     quiet_libraries()
     torch.set_num_threads(1)  # both sides alike; the machine is shared
+    # as every worker does (tuner.memory): the trial's freed tensors were faulted in again at
+    # every step, more than the bare loop's; the loop, in this process too, gets it alike
+    keep_freed_memory()
     rounds = 3 if quick else 5
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

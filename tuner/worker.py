@@ -24,6 +24,7 @@ from tuner.end_of_study import finish_if_last
 from tuner.errors import BadInput
 from tuner.interrupts import Interrupts
 from tuner.keep import KeepBest
+from tuner.memory import keep_freed_memory
 from tuner.objective import BEFORE_TRAINING, Objective
 from tuner.progress import Budget, Progress
 from tuner.request import RunRequest, RunSummary
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
     """Run trials of the study until the budget is spent, the timeout passes or a signal comes."""
+    keep_freed_memory()
     tracker = Tracker(req.tracking_uri, req.cfg.experiment_name())
     study, storage, parent_id = _opened(req, tracker)
     slots = Slots(_study_budget(study, storage, req.max_trials), req.n_trials, shared_count, study)
