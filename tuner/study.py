@@ -68,9 +68,8 @@ def keep_beating(beat: Callable[[Any, int], None]) -> Callable[[Any, int], None]
         try:
             beat(storage, trial_id)
         except _DB_ERRORS as e:
-            first_line = redact(str(e).splitlines()[0]) if str(e) else type(e).__name__
             log.warning(
-                "heartbeat of trial id %d not recorded (%s); next beat", trial_id, first_line
+                "heartbeat of trial id %d not recorded (%s); next beat", trial_id, _first_line(e)
             )
 
     return record_heartbeat
@@ -295,6 +294,11 @@ _DB_RETRIES, _DB_RETRY_WAIT = 12, 5.0
 _DB_ERRORS = (sa.exc.DBAPIError, optuna.exceptions.StorageInternalError)
 
 
+def _first_line(e: BaseException) -> str:
+    """A database error's first line, without a password (a driver's message can hold the URL)."""
+    return redact(str(e).splitlines()[0]) if str(e) else type(e).__name__
+
+
 def is_database_error(e: BaseException) -> bool:
     """An error of the study database (a dropped connection, an outage): not the trial's own."""
     return isinstance(e, _DB_ERRORS)
@@ -312,7 +316,7 @@ def retrying(action: Callable[[], T]) -> T:
             # reach" assertion; the trial it leaves RUNNING goes stale and is retried.
             if isinstance(e, AssertionError) and not isinstance(e.__context__, _DB_ERRORS):
                 raise
-            first_line = redact(str(e).splitlines()[0])
+            first_line = _first_line(e)
             if attempt == _DB_RETRIES:
                 raise StorageError(
                     f"the study database stayed unreachable for {_DB_RETRIES * _DB_RETRY_WAIT:.0f}"
