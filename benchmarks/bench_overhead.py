@@ -8,7 +8,7 @@
 (b) one trial as `rnn-tuner run` runs it: Optuna trial on a SQLite study, Lightning, the pruning
     callback reporting each epoch, an MLflow child run with every per-epoch metric.
 
-Rounds interleave a b a b; the figure is the median of the paired ratios b/a of time per epoch.
+Rounds interleave a b, b a, a b ...; the figure is the median of the paired ratios b/a of time per epoch.
 
 The peer row runs the same trial (adding T=50, LSTM-64) as a user would write it by hand in a
 separate venv (benchmarks/peer_trial.py: `lightning`, optuna-integration's pruning callback,
@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
@@ -350,6 +353,18 @@ def peer_python() -> Path:
     return python
 
 
+def paired(round_: int, first: Callable[[], float], second: Callable[[], float]) -> list:
+    """One round of a pair: both sides' results and minor page faults, [(first's, faults),
+    (second's, faults)], run in the order a b in even rounds and b a in odd ones, so that
+    neither side always runs in the state the other leaves (its heap, caches, the clock)."""
+    out: list = [None, None]
+    for i in (0, 1) if round_ % 2 == 0 else (1, 0):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        result = (first, second)[i]()
+        out[i] = (result, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return out
+
+
 def _steady_epoch_s(ends: list[float]) -> float:
     """Time per epoch between the first epoch's end and the last's (no setup, no teardown)."""
     return (ends[-1] - ends[0]) / (len(ends) - 1)
@@ -540,8 +555,11 @@ def live_curves(workdir: Path, quick: bool) -> dict:
     ratios, live, deferred, shares = [], [], [], []
     for r in range(5 if quick else 9):
         stats: dict = {}
-        b = tuner_trial(s, data, workdir, 1000 + 2 * r, live=True, stats=stats)
-        a = tuner_trial(s, data, workdir, 1001 + 2 * r, live=False)
+        (b, _), (a, _) = paired(
+            r,
+            partial(tuner_trial, s, data, workdir, 1000 + 2 * r, live=True, stats=stats),
+            partial(tuner_trial, s, data, workdir, 1001 + 2 * r, live=False),
+        )
         live.append(b)
         deferred.append(a)
         ratios.append(b / a)
@@ -572,8 +590,13 @@ def trial_ends(workdir: Path, quick: bool) -> dict:
     n_trials = 4 if quick else 8
     ratios, overlapped, waited = [], [], []
     for r in range(3 if quick else 7):
-        b = tuner_trial(s, data, workdir, 2000 + 2 * r, n_trials=n_trials)
-        a = tuner_trial(s, data, workdir, 2001 + 2 * r, n_trials=n_trials, wait_at_end=True)
+        (b, _), (a, _) = paired(
+            r,
+            partial(tuner_trial, s, data, workdir, 2000 + 2 * r, n_trials=n_trials),
+            partial(
+                tuner_trial, s, data, workdir, 2001 + 2 * r, n_trials=n_trials, wait_at_end=True
+            ),
+        )
         overlapped.append(b)
         waited.append(a)
         ratios.append(b / a)
@@ -599,7 +622,8 @@ def run(quick: bool) -> list[dict]:
     # as every worker does (tuner.memory): the trial's freed tensors were faulted in again at
     # every step, more than the bare loop's; the loop, in this process too, gets it alike
     keep_freed_memory()
-    rounds = 3 if quick else 5
+    # one pair moves by 10-45% on a shared 2-core machine: nine rounds steady the median
+    rounds = 3 if quick else 9
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -612,20 +636,29 @@ def run(quick: bool) -> list[dict]:
         )
         for case in [*_cases(quick), word_lm_case(quick, workdir)]:
             task = task_data(case["data"])
-            ratios, bare, ours, steady, fixed = [], [], [], [], []
+            ratios, bare, ours, steady, fixed, faults = [], [], [], [], [], []
             # the full word LM: 2 epochs of a million tokens, ~9 minutes a side on 2 slow
             # cores; three rounds keep the full run near an hour
             n_rounds = min(rounds, 3) if case["name"].startswith("word LM") else rounds
             for r in range(n_rounds):
                 bare_ends: list[float] = []
-                a = bare_loop(case["settings"], task, ends=bare_ends)
                 stats: dict = {}
-                b = tuner_trial(
-                    case["settings"], case["data"], workdir, len(rows) * 100 + r, stats=stats
+                (a, bare_faults), (b, trial_faults) = paired(
+                    r,
+                    partial(bare_loop, case["settings"], task, ends=bare_ends),
+                    partial(
+                        tuner_trial,
+                        case["settings"],
+                        case["data"],
+                        workdir,
+                        len(rows) * 100 + r,
+                        stats=stats,
+                    ),
                 )
                 bare.append(a)
                 ours.append(b)
                 ratios.append(b / a)
+                faults.append((bare_faults, trial_faults))
                 ends = stats["epoch_ends"]
                 if len(ends) > 1:  # not the one-epoch quick word LM
                     epoch = _steady_epoch_s(ends)
@@ -645,6 +678,9 @@ def run(quick: bool) -> list[dict]:
                     # run, ask and tell, the last writes)
                     steady_epoch_ratio=statistics.median(steady) if steady else None,
                     fixed_s_per_trial=statistics.median(fixed) if fixed else None,
+                    # every round's (bare, trial) minor page faults (glibc handing freed memory
+                    # back and faulting it in again cost the word LM 6% before tuner.memory)
+                    page_faults=faults,
                 )
             )
             print(rows[-1], flush=True)
