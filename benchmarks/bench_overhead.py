@@ -43,6 +43,7 @@ from dataclasses import replace
 from functools import partial
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -264,7 +265,6 @@ def tuner_trial(
     from tuner.stale import storage_with_heartbeats
     from tuner.study import open_study
     from tuner.threads import Threads
-    from tuner.tracking import Tracker
 
     fixed = {k: v for k, v in s.to_dict().items() if k not in ("max_epochs", "lr")}
     cfg = parse_study(
@@ -278,7 +278,8 @@ def tuner_trial(
             "budget": {"max_epochs": s.max_epochs},
         }
     )
-    tracker = Tracker(f"sqlite:///{workdir}/mlflow.db", "overhead")
+    tracker = _worker_tracker(workdir)
+    busy_before = tracker.sender.busy_s
     if not live:
         tracker.log_epoch = lambda run_id, row: None  # type: ignore[method-assign]
     elif stats is not None:  # when each epoch ended, as the trial hands it to the tracker
@@ -308,11 +309,34 @@ def tuner_trial(
         study.optimize(objective, n_trials=n_trials)
         tracker.flush()  # as a worker does before it ends
         elapsed = time.perf_counter() - started
+    for patched in ("log_epoch", "finish_trial"):  # the next trial's tracker is unpatched
+        tracker.__dict__.pop(patched, None)
     assert {t.state.name for t in study.trials} == {"COMPLETE"}
     if stats is not None:
-        stats["sender_cpu_s"] = tracker.sender.busy_s
+        stats["sender_cpu_s"] = tracker.sender.busy_s - busy_before
         stats["trial_s"] = elapsed
     return elapsed / sum(len(t.intermediate_values) for t in study.trials)
+
+
+_trackers: dict[Path, Any] = {}
+
+
+def _worker_tracker(workdir: Path) -> Any:  # noqa: ANN401
+    """One tracker per benchmark process, as one per worker (`run_worker`): its sender process is
+    forked once. Forking before each trial would charge every trial the copy-on-write faults a
+    worker pays once, at its start."""
+    from tuner.tracking import Tracker
+
+    if workdir not in _trackers:
+        tracker = Tracker(f"sqlite:///{workdir}/mlflow.db", "overhead")
+        tracker.send_from_process()  # as run_worker does, before any thread starts
+        _trackers[workdir] = tracker
+    return _trackers[workdir]
+
+
+def _close_trackers() -> None:
+    while _trackers:
+        _trackers.popitem()[1].close()
 
 
 # ---------------------------------------------------------------- (c) the hand-written peer
@@ -504,6 +528,7 @@ def _memory_child(which: str, side: str, workdir: str) -> None:
 
         mlflow_defaults()
         tuner_trial(s, case["data"], work, 9000 + (which == "word_lm"))  # one study each
+        _close_trackers()
     print(json.dumps({"peak_mb": _peak_mb()}))
 
 
@@ -694,6 +719,7 @@ def run(quick: bool) -> list[dict]:
             for one in more:
                 rows.append(one)
                 print(one, flush=True)
+        _close_trackers()
     return rows
 
 

@@ -4,6 +4,7 @@ process (this test) while the worker is still training; a killed worker's run ke
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -39,7 +40,9 @@ LONG = {
 }
 
 
-def start(workdir: Path, study_file: Path) -> subprocess.Popen:
+def start(workdir: Path, study_file: Path, session: bool = False) -> subprocess.Popen:
+    """`rnn-tuner run` (one worker, in the command's process); `session`: in a process group of
+    its own, as a terminal starts it, so the test can press Ctrl-C on the whole group."""
     return subprocess.Popen(
         [sys.executable, "-m", "tuner", "run", str(study_file)],
         cwd=workdir,
@@ -47,7 +50,27 @@ def start(workdir: Path, study_file: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=session,
     )
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` has started and not reaped (Linux)."""
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def wait_gone(pid: int, timeout: float = 60) -> None:
+    """Until process `pid` has exited (a zombie nobody reaps counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
+        except FileNotFoundError:
+            return
+        if state in "ZX":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} still runs {timeout} s later")
 
 
 def trials(workdir: Path) -> list[optuna.trial.FrozenTrial]:
@@ -114,14 +137,17 @@ def stale_for(workdir: Path, seconds: int, timeout: float = 60) -> None:
 
 @pytest.mark.slow
 def test_each_epoch_reaches_mlflow_while_the_trial_is_still_running(workdir: Path):
-    proc = start(workdir, write_study(workdir / "s.yaml", tiny_study(**LONG)))
+    proc = start(workdir, write_study(workdir / "s.yaml", tiny_study(**LONG)), session=True)
     try:
         seen = wait_for_epochs(workdir, proc, 3)
         assert trial_of(workdir).state.name == "RUNNING"
+        # the worker's MLflow writes are made by a process of its own (tuner.tracking)
+        (sender,) = children(proc.pid)
     finally:
-        proc.send_signal(2)  # SIGINT: the trial ends FAIL, its run is closed
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, to every process of the run, the sender's too
         out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
+    wait_gone(sender, timeout=5)  # it made the trial's last writes, then ended with the worker
 
     trial = trial_of(workdir)
     client, run_id, points = curve(workdir)
@@ -185,10 +211,13 @@ def test_a_killed_worker_s_run_keeps_every_epoch_it_finished(workdir: Path):
     study_file = write_study(workdir / "s.yaml", study)
     proc = start(workdir, study_file)
     seen = wait_for_epochs(workdir, proc, 3)
+    (sender,) = children(proc.pid)
     proc.kill()
     proc.wait()
     killed = trial_of(workdir)
     assert killed.state.name == "RUNNING"  # as the worker left it: nobody has noticed yet
+    # the sender process outlives the worker only to make the writes it was sent, then exits
+    wait_gone(sender)
     _, _, points = curve(workdir)
     # every epoch Optuna heard of is in MLflow, but for at most the one in flight at the kill
     assert len(points) >= max(len(seen), len(killed.intermediate_values) - 1)

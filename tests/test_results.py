@@ -3,7 +3,11 @@ once and registered. Real studies on tiny data, driven through the `rnn-tuner` c
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -17,7 +21,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from models import AddingData, SequenceModule, evaluate, load_task
-from tests.conftest import default_study, enter, tiny_study, write_study
+from tests.conftest import ROOT, default_study, enter, tiny_study, write_study
 from tuner.cli import REPORT_ENV, main
 from tuner.figures import TrialRecord, curves_figure, drawing, study_figures
 from tuner.tracking import Tracker
@@ -220,6 +224,90 @@ def test_a_trial_starts_without_waiting_for_its_run_which_a_busy_store_makes_lat
     tracker.flush()
     assert refused.id is not None and tracker.trial_run(parent, 1) == refused.id
     assert tracker.metric_history(refused.id, "val_loss") == [(0, 0.5)]
+
+
+SENDER_PROCESS = """
+import json, sys
+from tuner.tracking import Tracker
+
+tracker = Tracker(f"sqlite:///{sys.argv[1]}/mlflow.db", "forked")
+parent = tracker.create_parent("p", {})
+create_run, refused = tracker.client.create_run, []
+
+def create_once(*args, **kwargs):  # the store refuses the second trial's run at its start
+    if kwargs["run_name"] == "trial-1" and not refused:
+        refused.append(1)
+        raise OSError("store away")
+    return create_run(*args, **kwargs)
+
+tracker.client.create_run = create_once  # the sender process inherits it
+forked = tracker.send_from_process()
+rows = [{"epoch": e, "val_loss": 1.0 / (e + 1), "time_ms": 1000.0 + e} for e in range(3)]
+runs = []
+for number in (0, 1):
+    run = tracker.start_trial(parent, number, {"lr": 0.1}, {})
+    made = run.wait(timeout=60)
+    for row in rows:
+        tracker.log_epoch(run, row)
+    tracker.finish_trial(run, "COMPLETE", rows, {"epochs": 3})
+    runs.append((run, made))
+tracker.update_best(parent, __import__("optuna").trial.create_trial(value=0.25, params={}), 2)
+tracker.close()
+print(json.dumps({
+    "forked": forked,
+    "made": [made for _, made in runs],
+    "ids": [run.id for run, _ in runs],
+    "curves": [tracker.metric_history(run.id, "val_loss") for run, _ in runs],
+    "status": [tracker.client.get_run(run.id).info.status for run, _ in runs],
+    "params": [tracker.client.get_run(run.id).data.params for run, _ in runs],
+    "best": tracker.client.get_run(parent).data.metrics,
+}))
+"""
+
+
+def test_a_worker_s_sender_process_records_trials_as_the_thread_did(tmp_path: Path):
+    """The writes a worker sends to its sender process: each run made and its id told back (a
+    run the store refused at the start is made at the trial's end, and the worker learns it),
+    every epoch, the final figures, the status, the parent's best."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", SENDER_PROCESS, str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got["forked"] is True
+    assert got["made"][0] == got["ids"][0] and got["made"][1] is None  # refused at the start...
+    assert None not in got["ids"]  # ... made at the trial's end, and the worker knows its id
+    curve = [[e, 1.0 / (e + 1)] for e in range(3)]
+    assert got["curves"] == [curve, curve]
+    assert got["status"] == ["FINISHED", "FINISHED"]
+    assert got["params"] == [{"lr": "0.1"}, {"lr": "0.1"}]
+    assert got["best"] == {"best_value": 0.25}
+    assert "store away" in done.stderr  # the refusal is a warning, from the sender process
+
+
+def test_where_other_threads_run_the_writes_stay_in_a_thread_and_are_the_same(
+    in_studied: Path,
+):
+    """A worker forks its MLflow sender (tests/test_live.py sees the process); where another
+    thread runs (a notebook's kernel, a Ray actor) forking is unsafe, so the tracker keeps its
+    thread, and a trial's run is recorded the same."""
+    tracker = Tracker(f"sqlite:///{in_studied}/mlflow.db", "threads")
+    running = threading.Event()
+    other = threading.Thread(target=running.wait)
+    other.start()
+    try:
+        assert tracker.send_from_process() is False
+    finally:
+        running.set()
+        other.join()
+    run = tracker.start_trial(tracker.create_parent("p", {}), 0, {"lr": 0.1}, {})
+    tracker.log_epoch(run, {"epoch": 0, "val_loss": 0.5, "time_ms": 1000.0})
+    tracker.finish_trial(run, "COMPLETE", [{"epoch": 0, "val_loss": 0.5, "time_ms": 1000.0}], {})
+    tracker.close()
+    assert tracker.metric_history(run.id, "val_loss") == [(0, 0.5)]
+    assert tracker.client.get_run(run.id).info.status == "FINISHED"
 
 
 def test_epochs_still_queued_at_a_trial_s_end_go_in_its_final_batch(in_studied: Path):

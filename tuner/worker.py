@@ -41,6 +41,14 @@ def run_worker(req: RunRequest, shared_count: Any = None) -> RunSummary:
     """Run trials of the study until the budget is spent, the timeout passes or a signal comes."""
     keep_freed_memory()
     tracker = Tracker(req.tracking_uri, req.cfg.experiment_name())
+    tracker.send_from_process()  # before any thread starts here; where it may not: a thread
+    try:
+        return _work(req, tracker, shared_count)
+    finally:
+        tracker.close()
+
+
+def _work(req: RunRequest, tracker: Tracker, shared_count: Any) -> RunSummary:
     study, storage, parent_id = _opened(req, tracker)
     slots = Slots(_study_budget(study, storage, req.max_trials), req.n_trials, shared_count, study)
     summary = RunSummary(req.study_name, parent_id)
