@@ -4,13 +4,16 @@ printed and the whole MLflow store (its database and its artifacts) searched for
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from tests.conftest import tiny_study, write_study
+from tests.conftest import ROOT, tiny_study, write_study
 from tuner.cli import main
 
 SECRET = "s3cr3t-Zq81/@x"  # a slash and an @ as real passwords have them
@@ -84,6 +87,34 @@ def test_no_password_is_printed_logged_or_stored(workdir: Path, postgres_databas
         assert form not in everything
     logged_study = next(workdir.rglob("artifacts/s.yaml")).read_text()
     assert "postgres:***@" in logged_study and "name: tiny" in logged_study
+
+
+def test_worker_processes_print_no_password_and_no_traceback(workdir: Path, postgres_databases):
+    """`--workers 2`: each worker is a process of its own, forked from a server that never saw
+    the command's settings; what the workers print (here, Optuna's log of a diverging trial)
+    is redacted and without a library's traceback as the command's own output is."""
+    storage, tracking = postgres_databases(), postgres_databases()
+    study = tiny_study(
+        study={"name": "tiny"},
+        search={"lr": {"type": "categorical", "choices": [1e12, 1e-2]}},
+        fixed={"batch_size": 32, "patience": None, "optimizer": "sgd", "clip_norm": None},
+        enqueue=[{"lr": 1e12}, {"lr": 1e-2}],
+        budget={"n_trials": 2, "max_epochs": 1},
+    )
+    study_file = write_study(workdir / "s.yaml", study)
+    flags = ["--storage", with_password(storage), "--tracking-uri", with_password(tracking)]
+    done = subprocess.run(
+        [sys.executable, "-m", "tuner", "run", str(study_file), "--workers", "2", *flags],
+        cwd=workdir, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    printed = done.stdout + done.stderr
+    assert done.returncode == 0, printed
+    assert sorted(t.state.name for t in _trials(storage)) == ["COMPLETE", "FAIL"]
+    assert "[w0]" in printed and "[w1]" in printed and "diverged" in printed.lower(), printed
+    assert "Traceback" not in printed, printed
+    for form in {SECRET, SECRET.replace("/", "%2F").replace("@", "%40"), "s3cr3t-Zq81"}:
+        assert form not in printed
 
 
 def _trials(storage: str) -> list:

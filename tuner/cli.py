@@ -21,9 +21,8 @@ from tuner.urls import (
     DEFAULT_TRACKING_URI,
     absolute_sqlite,
     embedded_storage,
+    hide_secrets,
     redact,
-    redact_logs,
-    remember_secret,
     remember_secrets,
     same_database,
     storage_problem,
@@ -200,11 +199,7 @@ def main() -> None:
     Start with `rnn-tuner run studies/quickstart.yaml`, then `mlflow ui --backend-store-uri
     sqlite:///mlflow.db` to see the study's runs.
     """
-    for name in (STORAGE_ENV, TRACKING_ENV):
-        remember_secrets(os.environ.get(name))
-    remember_secret(os.environ.get("MLFLOW_TRACKING_PASSWORD"))
-    remember_secret(os.environ.get("MLFLOW_TRACKING_TOKEN"))
-    redact_logs()
+    hide_secrets(os.environ.get(STORAGE_ENV), os.environ.get(TRACKING_ENV))
 
 
 @main.command()

@@ -95,9 +95,11 @@ def run_indexed(
     from dataclasses import replace
 
     from tuner.cli import quiet_libraries
+    from tuner.urls import hide_secrets
     from tuner.worker import run_worker
 
     quiet_libraries()  # as the command itself is: no Optuna log lines among ours
+    hide_secrets(req.storage, req.tracking_uri)  # and its output's redaction
 
     # The most threads one trial may take; small networks take one (tuner.threads).
     req.threads = replace(req.threads, share=cores)

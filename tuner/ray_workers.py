@@ -270,13 +270,8 @@ class RnnTunerWorker:
         import ray
 
         from tuner.launch import run_indexed
-        from tuner.urls import redact_logs, remember_secret, remember_secrets
 
         os.environ.update(env)  # before torch and MLflow start here: threads, login
-        remember_secrets(req.storage, req.tracking_uri)
-        remember_secret(env.get("MLFLOW_TRACKING_PASSWORD"))
-        remember_secret(env.get("MLFLOW_TRACKING_TOKEN"))
-        redact_logs()
         req.where = {
             "rnn_tuner.ray_node": ray.get_runtime_context().get_node_id(),
             "rnn_tuner.host": ray.util.get_node_ip_address(),

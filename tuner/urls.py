@@ -297,6 +297,19 @@ def _unwritable(directory: Path) -> str | None:
 # ---------------------------------------------------------------- the logging boundary
 
 
+def hide_secrets(*urls: str | None) -> None:
+    """At the start of every process that runs rnn-tuner's code (the command, each `--workers`
+    process, each Ray actor: none inherits another's settings): these URLs' passwords and the
+    MLflow login's secret are hidden from every later `redact` and log line, and libraries'
+    tracebacks of failed trials are left out of the log."""
+    import os
+
+    remember_secrets(*urls)
+    remember_secret(os.environ.get("MLFLOW_TRACKING_PASSWORD"))
+    remember_secret(os.environ.get("MLFLOW_TRACKING_TOKEN"))
+    redact_logs()
+
+
 def redact_logs() -> None:
     """Pass every log record, ours and every library's, through `redact` as it is made; a
     library's traceback of a failed trial is left out (the trial's reason is logged on its own
