@@ -254,6 +254,31 @@ def test_a_heartbeat_lost_with_its_connection_is_not_the_last(
     assert beats == [(trial._trial_id,)]  # a later beat made it
 
 
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_run_again(
+    workdir: Path, storage: str
+):
+    """A worker killed in the milliseconds between Optuna's ask and its trial's first heartbeat
+    leaves a running trial that never beat, which Optuna never calls stale: a run whose budget
+    it holds waited for it until its timeout. The stale check now times such a trial from when
+    it first sees it: after the grace period the trial is failed and run again."""
+    beating = {"name": "tiny", "heartbeat_interval": 1, "grace_period": 2}
+    study_file = write_study(
+        workdir / "s.yaml", tiny_study(study=beating, budget={"max_epochs": 1})
+    )
+    run(study_file, storage, "--max-trials", "1")  # the study's budget, spent
+    opened = open_storage(storage)
+    try:
+        optuna.load_study(study_name="tiny", storage=opened).ask()  # what the killed worker left
+    finally:
+        opened.engine.dispose()
+    started = time.monotonic()
+    run(study_file, storage, "--max-trials", "1", "--timeout", "120")
+    assert time.monotonic() - started < 60  # not the timeout
+    done = trials(storage)
+    assert [t.state.name for t in done] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert optuna.storages.RetryFailedTrialCallback.retried_trial_number(done[2]) == 1
+
+
 STARTING_A_TRIAL = 1.0  # seconds from the worker's last deadline check to the trial's creation
 
 

@@ -28,7 +28,7 @@ from optuna.storages.journal._base import BaseJournalSnapshot
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.study import StartedTrials, keep_beating
+from tuner.study import FirstSeenBeats, StartedTrials, keep_beating
 
 # Table names: apart from Optuna's RDB tables and rnn-tuner's RDB budget in the same database.
 PREFIX = "rnn_tuner_journal"
@@ -105,11 +105,12 @@ def _database_seconds(engine: sa.Engine) -> Any:
     return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)")
 
 
-class JournalStudyStorage(StartedTrials, JournalStorage, BaseHeartbeat):
+class JournalStudyStorage(StartedTrials, FirstSeenBeats, JournalStorage, BaseHeartbeat):
     """Optuna's JournalStorage with heartbeats: a row per running trial, beaten every
     `heartbeat_interval` s by Optuna's heartbeat thread; a running trial silent for
-    `grace_period` s is stale, and Optuna fails it and calls `on_stale` (as with its RDB
-    storage). `engine` holds these side tables and the budget's."""
+    `grace_period` s is stale (one that never beat: from when a stale check first saw it,
+    `FirstSeenBeats`), and Optuna fails it and calls `on_stale` (as with its RDB storage).
+    `engine` holds these side tables and the budget's."""
 
     table_prefix = PREFIX  # tuner.budget's table: f"{table_prefix}_budget"
 
@@ -190,7 +191,7 @@ class JournalStudyStorage(StartedTrials, JournalStorage, BaseHeartbeat):
                 )
             )
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+    def _stale_by_beats(self, study_id: int) -> list[int]:
         running = [
             t._trial_id
             for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
@@ -205,6 +206,20 @@ class JournalStudyStorage(StartedTrials, JournalStorage, BaseHeartbeat):
                 )
             )
             return [r[0] for r in rows]
+
+    def _never_beaten(self, study_id: int) -> list[int]:
+        running = [
+            t._trial_id
+            for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        ]
+        if not running:
+            return []
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(_HEARTBEATS.c.trial_id).where(_HEARTBEATS.c.trial_id.in_(running))
+            )
+            beaten = {r[0] for r in rows}
+        return [trial_id for trial_id in running if trial_id not in beaten]
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval

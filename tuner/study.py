@@ -57,6 +57,28 @@ class StartedTrials:
         return changed
 
 
+class FirstSeenBeats:
+    """A running trial that never beat (its worker died in the milliseconds between Optuna's ask
+    and the trial's first heartbeat) is never stale to Optuna, and a study whose budget it holds
+    waits for it for good. The stale check gives such a trial a heartbeat when it first sees it:
+    its worker, if alive, beats over it; if not, the trial is stale `grace_period` s later and
+    is failed and queued again like any lost worker's. Mixed into the study's storages, each of
+    which says which running trials' last beat is too old (`_stale_by_beats`) and which have
+    none (`_never_beaten`)."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = self._stale_by_beats(study_id)
+        for trial_id in self._never_beaten(study_id):
+            self.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+        return stale
+
+    def _stale_by_beats(self, study_id: int) -> list[int]:
+        raise NotImplementedError
+
+    def _never_beaten(self, study_id: int) -> list[int]:
+        raise NotImplementedError
+
+
 def keep_beating(beat: Callable[[Any, int], None]) -> Callable[[Any, int], None]:
     """A storage's `record_heartbeat` that a database error does not end: Optuna's heartbeat
     thread stops at its first exception, and the trial, still training, would look dead after
@@ -75,11 +97,28 @@ def keep_beating(beat: Callable[[Any, int], None]) -> Callable[[Any, int], None]
     return record_heartbeat
 
 
-class StudyRDBStorage(StartedTrials, RDBStorage):
-    """Optuna's RDB storage that remembers the trial it last started (`StartedTrials`) and keeps
-    beating through a dropped connection (`keep_beating`)."""
+class StudyRDBStorage(StartedTrials, FirstSeenBeats, RDBStorage):
+    """Optuna's RDB storage that remembers the trial it last started (`StartedTrials`), keeps
+    beating through a dropped connection (`keep_beating`) and times a trial that never beat from
+    when it is first seen (`FirstSeenBeats`)."""
 
     record_heartbeat = keep_beating(RDBStorage.record_heartbeat)
+
+    def _stale_by_beats(self, study_id: int) -> list[int]:
+        return RDBStorage._get_stale_trial_ids(self, study_id)
+
+    def _never_beaten(self, study_id: int) -> list[int]:
+        from optuna.storages._rdb import models  # Optuna's own tables (its version is pinned)
+
+        trials, beats = models.TrialModel, models.TrialHeartbeatModel
+        query = (
+            sa.select(trials.trial_id)
+            .outerjoin(beats, beats.trial_id == trials.trial_id)
+            .where(trials.study_id == study_id, trials.state == TrialState.RUNNING)
+            .where(beats.trial_id.is_(None))
+        )
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(query)]
 
     def _create_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None = None
