@@ -23,6 +23,7 @@ are sent again with the trial's final figures.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import os
@@ -212,8 +213,13 @@ class Tracker:
         was sent, then exits."""
         if not hasattr(os, "fork") or threading.active_count() > 1:
             return False
+        try:
+            sender = _ProcessSender(self)
+        except OSError as e:  # no process to spare (a container's limit): the thread does it
+            log.warning("MLflow writes stay in a thread: cannot start a process (%s)", e)
+            return False
         self.sender.close()
-        self.sender = _ProcessSender(self)
+        self.sender = sender
         return True
 
     def close(self) -> None:
@@ -518,7 +524,12 @@ class _ProcessSender:
     def __init__(self, tracker: Tracker) -> None:
         jobs_in, jobs_out = os.pipe()
         replies_in, replies_out = os.pipe()
+        # The child's garbage collector leaves the worker's objects alone (frozen there): its
+        # sweeps would otherwise write to, and so copy, every page of the worker's heap.
+        gc.freeze()
         pid = os.fork()
+        if pid != 0:
+            gc.unfreeze()
         if pid == 0:  # the child: never returns
             os.close(jobs_out)
             os.close(replies_in)
