@@ -192,34 +192,29 @@ class JournalStudyStorage(StartedTrials, FirstSeenBeats, JournalStorage, BaseHea
             )
 
     def _stale_by_beats(self, study_id: int) -> list[int]:
+        return [trial_id for trial_id, old in self._beats(study_id).items() if old]
+
+    def _never_beaten(self, study_id: int) -> list[int]:
+        return [trial_id for trial_id, old in self._beats(study_id).items() if old is None]
+
+    def _beats(self, study_id: int) -> dict[int, bool | None]:
+        """Each running trial: whether its last beat is older than `grace_period` (None: it has
+        never beaten)."""
         running = [
             t._trial_id
             for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
         ]
         if not running:
-            return []
+            return {}
         oldest = _database_seconds(self.engine) - self.grace_period
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(_HEARTBEATS.c.trial_id).where(
-                    _HEARTBEATS.c.trial_id.in_(running), _HEARTBEATS.c.beat < oldest
+                sa.select(_HEARTBEATS.c.trial_id, _HEARTBEATS.c.beat < oldest).where(
+                    _HEARTBEATS.c.trial_id.in_(running)
                 )
             )
-            return [r[0] for r in rows]
-
-    def _never_beaten(self, study_id: int) -> list[int]:
-        running = [
-            t._trial_id
-            for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-        ]
-        if not running:
-            return []
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(_HEARTBEATS.c.trial_id).where(_HEARTBEATS.c.trial_id.in_(running))
-            )
-            beaten = {r[0] for r in rows}
-        return [trial_id for trial_id in running if trial_id not in beaten]
+            old = {trial_id: bool(is_old) for trial_id, is_old in rows}
+        return {trial_id: old.get(trial_id) for trial_id in running}
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval
