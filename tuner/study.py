@@ -296,7 +296,7 @@ def wait_for_attr(study: optuna.Study, key: str, timeout: float = 30.0) -> Any:
     """Poll a user attribute that the study's creator sets right after creating it."""
     deadline = time.monotonic() + timeout
     while True:
-        value = study.user_attrs.get(key)
+        value = retrying(lambda: study.user_attrs.get(key))
         if value is not None or time.monotonic() > deadline:
             return value
         time.sleep(0.2)

@@ -268,7 +268,7 @@ def _progress(req: RunRequest, summary: RunSummary, study: optuna.Study) -> Prog
         return None
     trials = req.n_trials
     if trials is None and req.max_trials is not None:
-        trials = max(req.max_trials - trials_counted(study), 0)
+        trials = max(req.max_trials - retrying(lambda: trials_counted(study)), 0)
     deadline = None if req.timeout is None else time.monotonic() + req.timeout
     metrics = [o.metric for o in req.cfg.objectives]
     return Progress(
@@ -280,7 +280,7 @@ def _progress(req: RunRequest, summary: RunSummary, study: optuna.Study) -> Prog
 def _study_budget(study: optuna.Study, storage: Any, max_trials: int | None) -> TrialBudget | None:
     if max_trials is None:
         return None
-    study_id = storage.get_study_id_from_name(study.study_name)
+    study_id = retrying(lambda: storage.get_study_id_from_name(study.study_name))
     return retrying(lambda: TrialBudget(storage, study_id, max_trials, trials_counted(study)))
 
 
