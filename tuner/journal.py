@@ -191,21 +191,15 @@ class JournalStudyStorage(StartedTrials, FirstSeenBeats, JournalStorage, BaseHea
                 )
             )
 
-    def _stale_by_beats(self, study_id: int) -> list[int]:
-        return [trial_id for trial_id, old in self._beats(study_id).items() if old]
-
-    def _never_beaten(self, study_id: int) -> list[int]:
-        return [trial_id for trial_id, old in self._beats(study_id).items() if old is None]
-
-    def _beats(self, study_id: int) -> dict[int, bool | None]:
-        """Each running trial: whether its last beat is older than `grace_period` (None: it has
-        never beaten)."""
+    def _beats(self, study_id: int) -> tuple[list[int], list[int]]:
+        """Of the running trials: those whose last beat is older than `grace_period`, and those
+        that never beat; one query."""
         running = [
             t._trial_id
             for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
         ]
         if not running:
-            return {}
+            return [], []
         oldest = _database_seconds(self.engine) - self.grace_period
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -214,7 +208,8 @@ class JournalStudyStorage(StartedTrials, FirstSeenBeats, JournalStorage, BaseHea
                 )
             )
             old = {trial_id: bool(is_old) for trial_id, is_old in rows}
-        return {trial_id: old.get(trial_id) for trial_id in running}
+        stale = [trial_id for trial_id in running if old.get(trial_id)]
+        return stale, [trial_id for trial_id in running if trial_id not in old]
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval

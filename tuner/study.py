@@ -63,19 +63,16 @@ class FirstSeenBeats:
     waits for it for good. The stale check gives such a trial a heartbeat when it first sees it:
     its worker, if alive, beats over it; if not, the trial is stale `grace_period` s later and
     is failed and queued again like any lost worker's. Mixed into the study's storages, each of
-    which says which running trials' last beat is too old (`_stale_by_beats`) and which have
-    none (`_never_beaten`)."""
+    which says, of its running trials, which last beat too long ago and which never beat
+    (`_beats`)."""
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        stale = self._stale_by_beats(study_id)
-        for trial_id in self._never_beaten(study_id):
+        stale, never_beaten = self._beats(study_id)
+        for trial_id in never_beaten:
             self.record_heartbeat(trial_id)  # type: ignore[attr-defined]
         return stale
 
-    def _stale_by_beats(self, study_id: int) -> list[int]:
-        raise NotImplementedError
-
-    def _never_beaten(self, study_id: int) -> list[int]:
+    def _beats(self, study_id: int) -> tuple[list[int], list[int]]:
         raise NotImplementedError
 
 
@@ -104,8 +101,8 @@ class StudyRDBStorage(StartedTrials, FirstSeenBeats, RDBStorage):
 
     record_heartbeat = keep_beating(RDBStorage.record_heartbeat)
 
-    def _stale_by_beats(self, study_id: int) -> list[int]:
-        return RDBStorage._get_stale_trial_ids(self, study_id)
+    def _beats(self, study_id: int) -> tuple[list[int], list[int]]:
+        return RDBStorage._get_stale_trial_ids(self, study_id), self._never_beaten(study_id)
 
     def _never_beaten(self, study_id: int) -> list[int]:
         from optuna.storages._rdb import models  # Optuna's own tables (its version is pinned)

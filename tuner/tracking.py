@@ -528,8 +528,6 @@ class _ProcessSender:
         # sweeps would otherwise write to, and so copy, every page of the worker's heap.
         gc.freeze()
         pid = os.fork()
-        if pid != 0:
-            gc.unfreeze()
         if pid == 0:  # the child: never returns
             os.close(jobs_out)
             os.close(replies_in)
@@ -538,6 +536,7 @@ class _ProcessSender:
                 Connection(jobs_in, writable=False),
                 Connection(replies_out, readable=False),
             )
+        gc.unfreeze()
         os.close(jobs_in)
         os.close(replies_out)
         self.pid = pid
@@ -663,10 +662,9 @@ def _serve(tracker: Tracker, jobs: Connection, replies: Connection) -> None:
             try:
                 while True:
                     method, args = pickle.loads(jobs.recv_bytes())
-                    args = tuple(local(a) for a in args)
-                    if method == "_send_finish":
-                        args[0].finishing = True
-                    pending.put((method, args))
+                    # a trial's end marks its run finishing here (`local`), before the
+                    # epochs queued ahead of it run: they go in its final batch
+                    pending.put((method, tuple(local(a) for a in args)))
             except (EOFError, OSError):
                 pass
             finally:
