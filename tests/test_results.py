@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from models import AddingData, SequenceModule, evaluate, load_task
 from tests.conftest import ROOT, default_study, enter, tiny_study, write_study
 from tuner.cli import REPORT_ENV, main
 from tuner.figures import TrialRecord, curves_figure, drawing, study_figures
-from tuner.tracking import Tracker
+from tuner.tracking import LIVE_INTERVAL_S, Tracker
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -331,6 +332,39 @@ def test_epochs_still_queued_at_a_trial_s_end_go_in_its_final_batch(in_studied: 
     assert tracker.metric_history(run.id, "val_loss") == [(e, 1.0 / (e + 1)) for e in range(3)]
     finished = tracker.client.get_run(run.id)
     assert finished.info.status == "FINISHED" and finished.data.params == {"lr": "0.1"}
+
+
+def test_short_epochs_share_a_write_and_none_waits_longer_than_the_interval(in_studied: Path):
+    """A run's curve is written at most once per LIVE_INTERVAL_S: the first epoch at once, the
+    short epochs after it together when the interval is up (no flush needed), and a flush
+    writes whatever still waits."""
+    tracker = Tracker(f"sqlite:///{in_studied}/mlflow.db", "coalesced")
+    run = tracker.start_trial(tracker.create_parent("p", {}), 0, {"lr": 0.1}, {})
+    tracker.flush()
+    writes: list[list[int]] = []
+    log_batch = tracker.client.log_batch
+
+    def counted(run_id, metrics=(), **kwargs):  # noqa: ANN001, ANN202
+        writes.append(sorted({m.step for m in metrics if m.key == "val_loss"}))
+        return log_batch(run_id, metrics=metrics, **kwargs)
+
+    tracker.client.log_batch = counted
+    rows = [{"epoch": e, "val_loss": 1.0 / (e + 1), "time_ms": 1000.0 + e} for e in range(12)]
+    started = time.monotonic()
+    for row in rows[:10]:
+        tracker.log_epoch(run, row)
+    while len(tracker.metric_history(run.id, "val_loss")) < 10:
+        assert time.monotonic() - started < LIVE_INTERVAL_S + 30, writes
+        time.sleep(0.02)
+    assert writes == [[0], list(range(1, 10))]
+    assert time.monotonic() - started >= LIVE_INTERVAL_S  # the nine waited for the interval
+    for row in rows[10:]:
+        tracker.log_epoch(run, row)
+    tracker.flush()
+    assert writes[-1] == [10, 11]
+    curve = tracker.metric_history(run.id, "val_loss")
+    assert curve == [(e, 1.0 / (e + 1)) for e in range(12)]
+    tracker.close()
 
 
 # ---------------------------------------------------------------- the best model
