@@ -23,7 +23,7 @@ def many_to_one_loss(task: str, pred: Tensor, targets: Tensor) -> Tensor:
     """Classification (B, C) logits or regression (B, D) values against their targets."""
     if task == "classification":
         return F.cross_entropy(pred, targets)
-    return F.mse_loss(pred, targets.to(pred.dtype))
+    return F.mse_loss(pred, targets if targets.dtype == pred.dtype else targets.to(pred.dtype))
 
 
 def sequence_loss(net: SequenceNet, batch: Batch) -> Tensor:

@@ -74,6 +74,7 @@ class SequenceModule(pl.LightningModule):
         self._best: dict[str, Best] = {}  # per validation metric: the best_<metric> columns
         self._stopping = Patience(self.mode, self.settings.patience, self.settings.min_delta)
         self._train_sums: dict[str, Tensor] = {}
+        self._grad_norms: list[Tensor] = []  # each optimizer step's, this epoch
         self._val_sums: dict[str, Tensor] = {}
         self._grad_flow = math.nan
         self._epoch_closed = False
@@ -131,6 +132,7 @@ class SequenceModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.train_state = None
         self._train_sums = {}
+        self._grad_norms = []
         self._epoch_closed = False
 
     def training_step(self, batch: Batch | list[Batch], batch_idx: int) -> None:
@@ -170,7 +172,7 @@ class SequenceModule(pl.LightningModule):
         else:
             self.manual_backward(objective)
         norm = optim.clip_gradients(self._params, self.settings)
-        if not bool(torch.isfinite(objective.detach() + norm)):  # one host sync for both checks
+        if not math.isfinite(objective.item() + norm.item()):  # a NaN or inf in either
             raise DivergenceError(self.current_epoch, self.global_step, float(loss.detach()))
         if self._direct_steps:
             optimizer._on_before_step()  # Lightning's step count (`trainer.global_step`)
@@ -178,9 +180,7 @@ class SequenceModule(pl.LightningModule):
             optimizer._on_after_step()
         else:
             optimizer.step()
-        sums = self._train_sums
-        sums["grad_norm_max"] = torch.maximum(sums.get("grad_norm_max", norm), norm)
-        accumulate(sums, grad_norm_sum=norm, grad_steps=1)
+        self._grad_norms.append(norm)  # summed once, when the epoch closes
 
     def on_train_epoch_end(self) -> None:
         self.close_epoch()  # when validation did not run this epoch
@@ -231,8 +231,9 @@ class SequenceModule(pl.LightningModule):
             best.update(value)
             row[f"best_{name}"] = best.value
         row["lr"] = float(self.optimizers().param_groups[0]["lr"])
-        row["grad_norm_mean"] = ratio(sums, "grad_norm_sum", "grad_steps")
-        row["grad_norm_max"] = float(sums["grad_norm_max"]) if "grad_norm_max" in sums else math.nan
+        norms = torch.stack(self._grad_norms).tolist() if self._grad_norms else [math.nan]
+        row["grad_norm_mean"] = sum(norms) / len(norms)
+        row["grad_norm_max"] = max(norms)
         row["grad_flow"] = self._grad_flow
         return row
 

@@ -129,6 +129,7 @@ class SequenceNet(nn.Module):
         self.input_dropout = nn.Dropout(settings.input_dropout)
         self.rnn = _recurrent_layer(settings, rnn_input)  # type: ignore[arg-type]
         features = settings.hidden_size * self.directions
+        self.layer_norm = settings.layer_norm
         self.norm = nn.LayerNorm(features) if settings.layer_norm else nn.Identity()
         self.output_dropout = nn.Dropout(settings.output_dropout)
         self.decoder = nn.Linear(features, info.output_size)
@@ -146,12 +147,13 @@ class SequenceNet(nn.Module):
         """(B, T) token ids, (B, T, 1 + W) token ids with their characters, or (B, T, F) values
         -> (B, T, E), the recurrent layer's input."""
         if self.embedding is None:
-            return self.input_dropout(inputs.float())
+            x = inputs if inputs.dtype == torch.float32 else inputs.float()
+            return _dropped(self.input_dropout, x)
         words = inputs[..., 0] if self.spelled else inputs  # (B, T)
         x = self.embedding(words)  # (B, T, embedding_dim)
         if self.char_cnn is not None:
             x = torch.cat([x, self.char_cnn(inputs[..., 1:])], -1)  # (B, T, E + char_hidden)
-        return self.input_dropout(x)
+        return _dropped(self.input_dropout, x)
 
     def recur(
         self, x: Tensor, lengths: Tensor | None = None, state: State | None = None
@@ -180,7 +182,9 @@ class SequenceNet(nn.Module):
             active, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=steps)
             out = x.new_zeros(batch, steps, active.shape[-1]).index_copy(0, rows, active)
             state = scatter_state(state, rows, new)
-        return self.output_dropout(self.norm(out)), state
+        if self.layer_norm:
+            out = self.norm(out)
+        return _dropped(self.output_dropout, out), state
 
     def encode(
         self, inputs: Tensor, lengths: Tensor | None = None, state: State | None = None
@@ -209,6 +213,12 @@ class SequenceNet(nn.Module):
         """Predictions for whole sequences from a zero state: (B, output_size) for the
         many-to-one tasks, (B, T, output_size) for tagging and language modelling."""
         return whole_sequences(self, inputs, lengths)
+
+
+def _dropped(dropout: nn.Dropout, x: Tensor) -> Tensor:
+    """`dropout(x)`, without the module call where it does nothing (p = 0, or evaluating): a
+    truncated-BPTT step calls it four times."""
+    return dropout(x) if dropout.p > 0 and dropout.training else x
 
 
 def whole_sequences(net: nn.Module, inputs: Tensor, lengths: Tensor | None) -> Tensor:
