@@ -32,6 +32,8 @@ import functools
 import importlib.metadata
 import logging
 import math
+import os
+import random
 import sys
 import warnings
 from collections.abc import Sequence
@@ -39,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import lightning_fabric.utilities.registry
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
@@ -158,8 +161,10 @@ def train(
     per-step calls); default `BATCHES_PER_STEP`, or 1 with a progress bar or a Trainer option that
     counts batches."""
     for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    pl.seed_everything(settings.seed, workers=False, verbose=False)
+        quiet = logging.getLogger(name)
+        if quiet.level != logging.WARNING:  # setLevel clears every logger's cache: 0.2 ms
+            quiet.setLevel(logging.WARNING)
+    seed_everything(settings.seed)
     monitor, mode = _monitor(monitor, data)
     if batches_per_step is None:
         options = trainer_kwargs or {}
@@ -185,6 +190,21 @@ def train(
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         trainer.fit(module, datamodule=datamodule)
     return result
+
+
+def seed_everything(seed: int) -> None:
+    """Lightning's `seed_everything` (Python, NumPy, torch, `PL_GLOBAL_SEED`), seeding only the
+    accelerators this machine has: torch's `manual_seed` queues a lazy CUDA seed with a stack
+    trace it formats whenever CUDA is not initialized, 1.4 ms a trial deep in a study's stack
+    on a machine without a GPU."""
+    if torch.cuda.is_available() or torch.backends.mps.is_available() or torch.xpu.is_available():
+        pl.seed_everything(seed, workers=False, verbose=False)
+        return
+    os.environ["PL_GLOBAL_SEED"] = str(seed)
+    os.environ["PL_SEED_WORKERS"] = "0"
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.default_generator.manual_seed(seed)
 
 
 def _trainer_options(
