@@ -46,7 +46,7 @@ def batch_sums(
     else:
         pred = net(inputs, lengths)
     if net.task == "regression":
-        err = pred - targets.to(pred.dtype)
+        err = pred - (targets if targets.dtype == pred.dtype else targets.to(pred.dtype))
         sq = err.square().sum()
         return {"loss_sum": sq, "sq_sum": sq, "abs_sum": err.abs().sum(), "count": targets.numel()}, state  # fmt: skip
     known = known_targets(targets)  # `loss_count`: what the loss averages over

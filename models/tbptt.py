@@ -36,29 +36,52 @@ def carried(state: State | None, batch_size: int) -> State | None:
 
 
 def chunk_losses(
-    net: SequenceNet, batch: Batch, k: int | None, state: State | None = None
-) -> Iterator[tuple[Tensor, Tensor, State]]:
+    net: SequenceNet,
+    batch: Batch,
+    k: int | None,
+    state: State | None = None,
+    total: Tensor | None = None,
+) -> Iterator[tuple[Tensor, Tensor | float, State]]:
     """Tagging and language modelling: for each chunk of k steps (None: one chunk), its loss,
-    its share of the batch's real steps, and the state after it.
+    its share of the batch's real steps (`total`, counted here if not given), and the state
+    after it.
 
     Consume each loss (backward) before asking for the next chunk, which starts from the state
-    detached."""
+    detached; the state after the last chunk is the caller's to detach."""
     inputs, targets, lengths = batch
     steps = targets.shape[1]
     if lengths is not None:
         steps = int(lengths.max())  # chunks of padding alone would be empty steps
-    total = (targets != -100).sum()  # the real steps of the batch
-    k = k or steps
+    if total is None:
+        total = (targets != -100).sum()  # the real steps of the batch
+    if k is None or (k >= steps and lengths is None):  # one chunk: the batch as it is
+        logits, state = _chunk_logits(net, inputs, lengths, state)
+        yield _summed_loss(logits, targets) / total, 1.0, state
+        return
     for t0 in range(0, steps, k):
+        if t0:
+            state = detach_state(state)
         chunk_lengths = None if lengths is None else (lengths - t0).clamp(0, k)
-        features, state = net.encode(inputs[:, t0 : t0 + k], chunk_lengths, state)
-        logits = net.head(features)  # (B, k, C)
+        logits, state = _chunk_logits(net, inputs[:, t0 : t0 + k], chunk_lengths, state)
         chunk_targets = targets[:, t0 : t0 + k]
-        chunk_sum = F.cross_entropy(
-            logits.flatten(0, 1), chunk_targets.flatten(), ignore_index=-100, reduction="sum"
+        yield (
+            _summed_loss(logits, chunk_targets) / total,
+            (chunk_targets != -100).sum() / total,
+            state,
         )
-        yield chunk_sum / total, (chunk_targets != -100).sum() / total, state
-        state = detach_state(state)
+
+
+def _chunk_logits(
+    net: SequenceNet, inputs: Tensor, lengths: Tensor | None, state: State | None
+) -> tuple[Tensor, State]:
+    features, state = net.encode(inputs, lengths, state)
+    return net.head(features), state  # (B, k, C)
+
+
+def _summed_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    return F.cross_entropy(
+        logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
+    )
 
 
 def truncated_loss(net: SequenceNet, batch: Batch, k: int | None, loss_fn: LossFn) -> Tensor:
