@@ -54,10 +54,11 @@ def chunk_losses(
         steps = int(lengths.max())  # chunks of padding alone would be empty steps
     if total is None:
         total = (targets != -100).sum()  # the real steps of the batch
-    if k is None or (k >= steps and lengths is None):  # one chunk: the batch as it is
-        logits, state = _chunk_logits(net, inputs, lengths, state)
+    if lengths is None and (k is None or k >= steps):  # one chunk: the batch as it is
+        logits, state = _chunk_logits(net, inputs, None, state)
         yield _summed_loss(logits, targets) / total, 1.0, state
         return
+    k = k or steps
     for t0 in range(0, steps, k):
         if t0:
             state = detach_state(state)
