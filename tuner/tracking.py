@@ -255,10 +255,13 @@ class Tracker:
         else:
             self._behind.add(run_id)
 
-    def send_held(self) -> None:
-        """In the sender: write every epoch waiting for its run's next write."""
+    def send_held(self, due_only: bool = False) -> None:
+        """In the sender: write the epochs waiting for their run's next write (`due_only`: those
+        whose run's interval is up)."""
+        now = time.monotonic()
         for run_id in list(self._held):
-            self._send_rows(run_id)
+            if not due_only or now - self._last_write[run_id] >= LIVE_INTERVAL_S:
+                self._send_rows(run_id)
 
     def held_due(self) -> float | None:
         """In the sender: seconds until an epoch waiting for its run's next write is due (0 if
@@ -267,13 +270,6 @@ class Tracker:
             return None
         due = min(self._last_write[run_id] for run_id in self._held) + LIVE_INTERVAL_S
         return max(due - time.monotonic(), 0.0)
-
-    def send_due(self) -> None:
-        """In the sender, when no write is queued: write the epochs whose run's next write is due."""
-        now = time.monotonic()
-        for run_id in list(self._held):
-            if now - self._last_write[run_id] >= LIVE_INTERVAL_S:
-                self._send_rows(run_id)
 
     def _send_finish(
         self,
@@ -542,7 +538,7 @@ class _Sender:
             try:
                 job = self._jobs.get(timeout=self._tracker.held_due())
             except queue.Empty:  # no write queued: the held epochs whose time has come
-                self._run(self._tracker.send_due)
+                self._run(lambda: self._tracker.send_held(due_only=True))
                 continue
             try:
                 self._run(self._tracker.send_held if job is None else job)
@@ -727,7 +723,7 @@ def _serve(tracker: Tracker, jobs: Connection, replies: Connection) -> None:
             try:
                 job = pending.get(timeout=tracker.held_due())
             except queue.Empty:  # no write queued: the held epochs whose time has come
-                job = ("send_due", ())
+                job = ("send_held", (True,))
             if job is None:  # the worker closed the pipe, or died: what it sent is written
                 tracker.send_held()
                 break
