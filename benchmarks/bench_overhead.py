@@ -409,6 +409,31 @@ def paired(round_: int, first: Callable[[], float], second: Callable[[], float])
     return out
 
 
+def noise_floor(quick: bool) -> dict:
+    """The bare loop against itself, paired and rounded as the rows above (on the vanilla RNN,
+    the cheapest of them; quick mode has none: its first case): how far from 1 a row's median
+    lands when both sides do the same work, the precision of every ratio of this run."""
+    from models.data import task_data
+
+    cases = _cases(quick)
+    case = next((c for c in cases if " RNN-" in c["name"]), cases[0])
+    task = task_data(case["data"])
+    ratios = []
+    for r in range(3 if quick else 9):
+        loops = partial(bare_loops, case["settings"], task, TRIALS_PER_ROUND, [])
+        (a, _), (b, _) = paired(r, loops, loops)
+        ratios.append(b / a)
+    ratio = statistics.median(ratios)
+    return row(
+        f"noise floor: the bare loop against itself ({case['name']}, paired as above)",
+        ratio,
+        "-",
+        None,
+        summary=f"rounds from {min(ratios):.3f} to {max(ratios):.3f}",
+        round_ratios=[round(r, 4) for r in ratios],
+    )
+
+
 def _steady_epoch_s(ends: list[float]) -> float:
     """Time per epoch between the first epoch's end and the last's (no setup, no teardown)."""
     return (ends[-1] - ends[0]) / (len(ends) - 1)
@@ -748,9 +773,12 @@ def run(quick: bool) -> list[dict]:
                     # every round's (bare, trial) minor page faults (glibc handing freed memory
                     # back and faulting it in again cost the word LM 6% before tuner.memory)
                     page_faults=faults,
+                    round_ratios=[round(r, 4) for r in ratios],  # the spread the median hides
                 )
             )
             print(rows[-1], flush=True)
+        rows.append(noise_floor(quick))
+        print(rows[-1], flush=True)
         rows.append(live_curves(workdir, quick))
         print(rows[-1], flush=True)
         for extra in (trial_end_rows, peer_rows, memory_rows):
