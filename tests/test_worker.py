@@ -135,6 +135,7 @@ TELL_VALUE = ("INSERT INTO TRIAL_VALUES ",)
 TABLE_CHECK = ("PRAGMA MAIN.TABLE_INFO(", "SELECT PG_CATALOG.PG_CLASS.RELNAME")
 SCHEMA_CHECK = ("SELECT VERSION_INFO.",)
 PARAM_WRITE = ("INSERT INTO TRIAL_PARAMS ",)  # a sampled value, written before training
+STUDY_ATTR_WRITE = ("INSERT INTO STUDY_USER_ATTRIBUTES ",)  # the creator's parent run id
 # The last statement of Optuna's trial creation, and its reading the new trial back (its ask)
 TRIAL_CREATED, TRIAL_READ = ("UPDATE TRIALS SET NUMBER",), ("SELECT TRIALS.",)
 
@@ -202,6 +203,22 @@ def test_a_worker_starting_while_the_database_drops_connections_waits_for_it(
     run(study_file, storage, "--max-trials", "2")
     assert cut.cuts == 1
     assert [t.state.name for t in trials(storage)] == ["COMPLETE"] * 2
+
+
+def test_a_connection_dropped_as_the_study_gets_its_parent_run_is_retried(
+    workdir: Path, storage: str, cut_connection
+):
+    """The creator records the parent run's id in the new study: one drop there no longer ends
+    the run (and deletes the study it had just made)."""
+    study_file = write_study(workdir / "s.yaml", tiny_study(budget={"max_epochs": 1}))
+    cut = cut_connection(STUDY_ATTR_WRITE, times=1)
+    run(study_file, storage, "--max-trials", "2")
+    assert cut.cuts == 1
+    assert [t.state.name for t in trials(storage)] == ["COMPLETE"] * 2
+    opened = open_storage(storage)
+    parent = optuna.load_study(study_name="tiny", storage=opened).user_attrs[PARENT_ATTR]
+    opened.engine.dispose()
+    assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs(workdir)} == {parent}
 
 
 def test_a_connection_dropped_before_training_fails_that_trial_only(

@@ -325,8 +325,8 @@ def _attach_parent(study: optuna.Study, created: bool, tracker: Tracker, req: Ru
         "objective": ",".join(o.metric for o in req.cfg.objectives),
     }
     new_id = tracker.create_parent(study.study_name, tags)
-    if parent_id is None:
-        study.set_user_attr(PARENT_ATTR, new_id)
+    if parent_id is None:  # a write a dropped connection may fail, as the reads before it
+        retrying(lambda: study.set_user_attr(PARENT_ATTR, new_id))
     else:
         log.warning(
             "the study's parent run %s is not in this tracking store; this worker's trials go "
