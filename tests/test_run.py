@@ -126,6 +126,26 @@ def test_a_diverging_trial_fails_with_its_reason_recorded_and_the_study_goes_on(
     assert "trial 0 FAIL" in result.output and "DivergenceError" in result.output
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_failed_trial_is_said_once_in_our_words(workdir: Path, workers: str):
+    """Our line for the trial, not Optuna's two warnings besides (its parameters and error again,
+    then "failed with value None"), in one worker or in several (each configures its logging)."""
+    study = tiny_study(
+        fixed={"batch_size": 32, "patience": None, "optimizer": "sgd", "clip_norm": None},
+        search={"lr": {"type": "float", "low": 1e11, "high": 1e12, "log": True}},
+        budget={"n_trials": 1, "max_epochs": 1},
+    )
+    command = [sys.executable, "-m", "tuner", "run", str(write_study(workdir / "s.yaml", study))]
+    done = subprocess.run(
+        [*command, "--workers", workers],
+        cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert out.count("DivergenceError") == 1 and "trial 0 FAIL - DivergenceError" in out, out
+    assert "failed with" not in out, out
+
+
 def test_pruning_really_prunes(workdir: Path):
     # a threshold no value can stay under: every trial is pruned after its first epoch
     study = tiny_study(

@@ -7,6 +7,7 @@ MLflow) are imported inside the commands that need them, so `--help` stays fast.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -518,12 +519,15 @@ def quiet_libraries() -> None:
     """Our own line per trial replaces Optuna's log; experimental-feature notices are ours to heed.
     Each `--workers` process and Ray worker calls it too: none of them inherits this process's
     settings."""
-    import logging
     import warnings
 
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna's two warnings for each failed trial ("Trial N failed with parameters: ... because
+    # of the following error: ...", "Trial N failed with value None.") say again, in its format
+    # and without a worker's prefix, what our line for the trial says (its state and reason)
+    logging.getLogger("optuna.study._optimize").addFilter(_not_a_failed_trial)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # Lightning says this at every fit wherever Slurm's srun is installed; a trial is one process.
     warnings.filterwarnings("ignore", message="The `srun` command is available")
@@ -544,6 +548,11 @@ def quiet_libraries() -> None:
         ours.addHandler(logging.lastResort)
         ours.setLevel(logging.WARNING)
         ours.propagate = False
+
+
+def _not_a_failed_trial(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (message.startswith("Trial ") and " failed with " in message)
 
 
 @main.command()
