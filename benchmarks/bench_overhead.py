@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.common import row
+from benchmarks.common import median_interval, row
 from models import Settings
 from models.data.base import Batch
 from models.data.config import AddingData, TextData
@@ -429,8 +429,18 @@ def noise_floor(quick: bool) -> dict:
         ratio,
         "-",
         None,
-        summary=f"rounds from {min(ratios):.3f} to {max(ratios):.3f}",
-        round_ratios=[round(r, 4) for r in ratios],
+        summary=_spread(ratios),
+        round_ratios=ratios,
+        ratio_interval=list(median_interval(ratios)[:2]),
+    )
+
+
+def _spread(ratios: list[float]) -> str:
+    """How well the rounds pin the median down (benchmarks.common.median_interval)."""
+    low, high, coverage = median_interval(ratios)
+    return (
+        f"{len(ratios)} rounds from {min(ratios):.3f} to {max(ratios):.3f}; "
+        f"median within {low:.3f}-{high:.3f} ({coverage:.0%})"
     )
 
 
@@ -762,6 +772,7 @@ def run(quick: bool) -> list[dict]:
                     ratio,
                     f"<= {TARGET}",
                     ratio <= TARGET,
+                    summary=_spread(ratios) + f", bare {statistics.median(bare):.3g} s an epoch",
                     trials_per_round=n_trials,
                     bare_s_per_epoch=statistics.median(bare),
                     trial_s_per_epoch=statistics.median(ours),
@@ -773,7 +784,8 @@ def run(quick: bool) -> list[dict]:
                     # every round's (bare, trial) minor page faults (glibc handing freed memory
                     # back and faulting it in again cost the word LM 6% before tuner.memory)
                     page_faults=faults,
-                    round_ratios=[round(r, 4) for r in ratios],  # the spread the median hides
+                    round_ratios=ratios,  # the spread the median hides
+                    ratio_interval=list(median_interval(ratios)[:2]),
                 )
             )
             print(rows[-1], flush=True)
