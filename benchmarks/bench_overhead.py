@@ -583,7 +583,8 @@ def _memory_child(which: str, side: str, workdir: str) -> None:
 
         mlflow_defaults()
         tuner_trial(s, case["data"], work, 9000 + (which == "word_lm"))  # one study each
-        sender = _private_mb(next(iter(_trackers.values())).sender.pid)
+        pid = getattr(next(iter(_trackers.values())).sender, "pid", None)  # None: a thread,
+        sender = 0.0 if pid is None else _private_mb(pid)  # its memory in the worker's peak
         _close_trackers()
         print(json.dumps({"peak_mb": _peak_mb(), "sender_private_mb": sender}))
         return
