@@ -438,10 +438,10 @@ def noise_floor(quick: bool) -> dict:
 def _spread(ratios: list[float]) -> str:
     """How well the rounds pin the median down (benchmarks.common.median_interval)."""
     low, high, coverage = median_interval(ratios)
-    return (
-        f"{len(ratios)} rounds from {min(ratios):.3f} to {max(ratios):.3f}; "
-        f"median within {low:.3f}-{high:.3f} ({coverage:.0%})"
-    )
+    spread = f"{len(ratios)} rounds from {min(ratios):.3f} to {max(ratios):.3f}"
+    if (low, high) == (min(ratios), max(ratios)):  # few rounds: the interval is their range
+        return f"{spread}, the median within them ({coverage:.0%})"
+    return f"{spread}; median within {low:.3f}-{high:.3f} ({coverage:.0%})"
 
 
 def _steady_epoch_s(ends: list[float]) -> float:
