@@ -146,6 +146,17 @@ def test_a_failed_trial_is_said_once_in_our_words(workdir: Path, workers: str):
     assert "failed with" not in out, out
 
 
+def test_optunas_reason_for_a_value_it_refused_still_shows(caplog: pytest.LogCaptureFixture):
+    """Not every failed trial is ours to describe: a value Optuna refuses (NaN) raised nothing."""
+    from tuner.cli import quiet_libraries
+
+    quiet_libraries()
+    study = optuna.create_study()
+    with caplog.at_level("WARNING", logger="optuna"):
+        study.optimize(lambda trial: float("nan"), n_trials=1)
+    assert "because of the following error: The value nan is not acceptable" in caplog.text
+
+
 def test_pruning_really_prunes(workdir: Path):
     # a threshold no value can stay under: every trial is pruned after its first epoch
     study = tiny_study(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -524,10 +525,7 @@ def quiet_libraries() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Optuna's two warnings for each failed trial ("Trial N failed with parameters: ... because
-    # of the following error: ...", "Trial N failed with value None.") say again, in its format
-    # and without a worker's prefix, what our line for the trial says (its state and reason)
-    logging.getLogger("optuna.study._optimize").addFilter(_not_a_failed_trial)
+    logging.getLogger("optuna.study._optimize").addFilter(_not_said_by_us)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # Lightning says this at every fit wherever Slurm's srun is installed; a trial is one process.
     warnings.filterwarnings("ignore", message="The `srun` command is available")
@@ -550,9 +548,18 @@ def quiet_libraries() -> None:
         ours.propagate = False
 
 
-def _not_a_failed_trial(record: logging.LogRecord) -> bool:
-    message = record.getMessage()
-    return not (message.startswith("Trial ") and " failed with " in message)
+# Optuna's two warnings on a trial our objective failed by raising: our line for the trial says
+# its state and reason, with a worker's prefix. Its warning on a value it refused ("... because
+# of the following error: The value nan is not acceptable.") names no exception: kept.
+_SAID_BY_US = re.compile(
+    r"Trial \d+ failed with parameters: .* because of the following error: [\w.]+\(.*\)\."
+    r"|Trial \d+ failed with value None\.",
+    re.S,
+)
+
+
+def _not_said_by_us(record: logging.LogRecord) -> bool:
+    return _SAID_BY_US.fullmatch(record.getMessage()) is None
 
 
 @main.command()
