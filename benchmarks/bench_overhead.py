@@ -188,9 +188,16 @@ class _PlainBatches:
         return self._batches(self.task.val, 10, shuffle=False)
 
 
-def bare_loop(s: Settings, task, plain: bool = False, ends: list | None = None) -> float:  # noqa: ANN001
+def bare_loop(
+    s: Settings,
+    task,  # noqa: ANN001
+    plain: bool = False,
+    ends: list | None = None,
+    mark: Callable[[str], None] | None = None,
+) -> float:
     """Seconds per epoch of the plainest loop that trains the same thing; `plain` batches without
-    the datamodule (the memory rows: no Lightning import); `ends` receives each epoch's end."""
+    the datamodule (the memory rows: no Lightning import); `ends` receives each epoch's end;
+    `mark` is called where the clock is read: "start", "epoch" (at each end), "end"."""
     torch.manual_seed(s.seed)
     info, lm = task.info, task.info.task == "language_model"
     model = _Bare(s, info)
@@ -205,6 +212,8 @@ def bare_loop(s: Settings, task, plain: bool = False, ends: list | None = None) 
         from models.data import SequenceDataModule
 
         dm = SequenceDataModule(task, s.batch_size, s.seed)
+    mark = mark or (lambda at: None)
+    mark("start")
     started = time.perf_counter()
     for _ in range(s.max_epochs):
         state = None
@@ -244,7 +253,10 @@ def bare_loop(s: Settings, task, plain: bool = False, ends: list | None = None) 
                     total += nn.functional.mse_loss(pred, batch.targets).item()
         if ends is not None:
             ends.append(time.perf_counter())
-    return (time.perf_counter() - started) / s.max_epochs
+        mark("epoch")
+    elapsed = time.perf_counter() - started
+    mark("end")
+    return elapsed / s.max_epochs
 
 
 def bare_loops(s: Settings, task, n: int, ends: list[list[float]]) -> float:  # noqa: ANN001
@@ -269,6 +281,7 @@ def tuner_trial(
     stats: dict | None = None,
     n_trials: int = 1,
     wait_at_end: bool = False,
+    mark: Callable[[str], None] | None = None,
 ) -> float:
     """Seconds per epoch of `n_trials` trials run by the tuner's own objective, recorded
     everywhere, until their last MLflow write is made.
@@ -276,7 +289,8 @@ def tuner_trial(
     `live=False` sends the epochs with the trial's end instead of as each ends; `wait_at_end`
     makes each trial wait for its MLflow writes (as before they overlapped the next trial);
     `stats` receives each trial's epoch ends (`epoch_ends`, a list per trial), the whole time
-    (`trial_s`) and the MLflow sender's CPU seconds (`sender_cpu_s`)."""
+    (`trial_s`) and the MLflow sender's CPU seconds (`sender_cpu_s`); `mark` is called where the
+    clock is read: "start", "epoch" (as each epoch is handed to the tracker), "end"."""
     from tuner.config import parse_study
     from tuner.interrupts import Interrupts
     from tuner.objective import Objective
@@ -300,13 +314,16 @@ def tuner_trial(
     busy_before = tracker.sender.busy_s
     if not live:
         tracker.log_epoch = lambda run_id, row: None  # type: ignore[method-assign]
-    elif stats is not None:  # when each epoch ended, as the trial hands it to the tracker
-        ends, log_epoch = stats.setdefault("epoch_ends", []), tracker.log_epoch
+    elif stats is not None or mark is not None:  # each epoch's end, as the tracker gets it
+        ends = ({} if stats is None else stats).setdefault("epoch_ends", [])
+        log_epoch = tracker.log_epoch
 
         def timed(run_id, row):  # noqa: ANN001, ANN202
             if row["epoch"] == 0:  # the next trial's
                 ends.append([])
             ends[-1].append(time.perf_counter())
+            if mark is not None:
+                mark("epoch")
             log_epoch(run_id, row)
 
         tracker.log_epoch = timed  # type: ignore[method-assign]
@@ -325,10 +342,14 @@ def tuner_trial(
     with Interrupts() as interrupts:
         # one thread, as the bare loop (a network past tuner.threads' size would get two)
         objective = Objective(cfg, tracker, parent, interrupts, threads=Threads(fixed=1))
+        if mark is not None:
+            mark("start")
         started = time.perf_counter()
         study.optimize(objective, n_trials=n_trials)
         tracker.flush()  # as a worker does before it ends
         elapsed = time.perf_counter() - started
+        if mark is not None:
+            mark("end")
     for patched in ("log_epoch", "finish_trial"):  # the next trial's tracker is unpatched
         tracker.__dict__.pop(patched, None)
     assert {t.state.name for t in study.trials} == {"COMPLETE"}
