@@ -49,12 +49,15 @@ COUNTED_ENVIRONMENT = {
     # one torch thread: OpenMP's workers spin while they wait, and spinning is counted
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
-    # oneDNN's AVX2 kernels (what it picks under valgrind, which hides AVX-512) run about 35
-    # times slower under valgrind than its AVX ones: four LSTM-64 steps took 69 s, not 2 s
+    # oneDNN's and MKL's AVX2 kernels (their choice under valgrind, which hides AVX-512) run
+    # 20 to 50 times slower under valgrind than their AVX ones: four training steps of an
+    # LSTM-64 (oneDNN) took 69 s, not 2 s; of a GRU-64 (MKL's matrix products) 50 s, not 3 s
     "ONEDNN_MAX_CPU_ISA": "AVX",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX",
     "PYTHONHASHSEED": "0",  # the same set and dict orders in every run
 }
-PARTS = ("first", "epochs", "end")  # start to first epoch end, to last epoch end, to the end
+PARTS = ("first", "epochs", "end")
+PROGRESS = "counted: "  # the child's line as each case is done  # start to first epoch end, to last epoch end, to the end
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
@@ -76,11 +79,25 @@ def run(quick: bool) -> list[dict[str, Any]]:
             str(library),
         ]
         env = {**os.environ, **COUNTED_ENVIRONMENT}
-        with log.open("w") as sink:
-            done = subprocess.run(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
-        if done.returncode != 0:
+        with (
+            log.open("w") as sink,
+            subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ) as child,
+        ):
+            assert child.stdout is not None
+            for line in child.stdout:  # a full run takes most of an hour: say where it is
+                sink.write(line)
+                if line.startswith(PROGRESS):
+                    print(line.rstrip(), file=sys.stderr, flush=True)
+        if child.returncode != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-            raise RuntimeError(f"the callgrind run failed (exit {done.returncode}):\n{tail}")
+            raise RuntimeError(f"the callgrind run failed (exit {child.returncode}):\n{tail}")
         plan = json.loads((out / "plan.json").read_text())
         counts = dump_totals(out, plan["pid"])
     return rows(plan["cases"], counts)
@@ -226,7 +243,7 @@ def _child(mode: str, out: str, library: str) -> None:
         for side, run_side in sides.items():
             run_side(_Marks(requests, name, side, s.max_epochs))
         cases.append({"name": name, "epochs": s.max_epochs})
-        print(f"counted: {name}", flush=True)
+        print(f"{PROGRESS}{name}", flush=True)
     overhead._close_trackers()
     plan = {"pid": os.getpid(), "cases": cases}
     (Path(out) / "plan.json").write_text(json.dumps(plan))
