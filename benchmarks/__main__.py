@@ -83,7 +83,7 @@ def table(results: list[dict[str, Any]]) -> str:
             lines.append([res["benchmark"], res["error"], "-", "-", "-", "-"])
         for r in res["rows"]:
             met = {True: "yes", False: "NO", None: "-"}[r.get("met")]
-            ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.3g}"
+            ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.4g}"
             target = str(r.get("target", "-"))
             lines.append([r["benchmark"], r["name"], ratio, target, met, _summary(r)])
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
@@ -119,10 +119,18 @@ def _provenance(info: dict[str, Any], results: list[dict[str, Any]]) -> str:
         for mod in ("torch", "pytorch_lightning", "optuna", "mlflow", "sqlalchemy")
         if mod in info
     )
+    cpus: dict[str, list[str]] = {}  # each benchmark ran on the CPU of its own run
+    for res in results:
+        cpus.setdefault(res.get("cpu", info["cpu"]), []).append(res["benchmark"])
+    where = (
+        info["cpu"]
+        if len(cpus) == 1
+        else "; ".join(f"{cpu}: {', '.join(names)}" for cpu, names in cpus.items())
+    )
     return (
         f"Measured {', '.join(days)}"
         + (f" (`--quick`: {', '.join(quick)})" if quick else "")
-        + f" on {info['nproc']} cores ({info['cpu']}), Python {info['python']}, {versions}; "
+        + f" on {info['nproc']} cores ({where}), Python {info['python']}, {versions}; "
         "from `benchmarks/results/latest.json`."
     )
 
@@ -153,7 +161,7 @@ def save(results: list[dict[str, Any]]) -> Path:
     combined: dict[str, Any] = {}
     if latest.exists():  # keep the benchmarks not run this time
         combined = json.loads(latest.read_text(encoding="utf-8")).get("benchmarks", {})
-    combined.update({res["benchmark"]: res for res in results})
+    combined.update({res["benchmark"]: {**res, "cpu": info["cpu"]} for res in results})
     ordered = {name: combined[name] for name in sorted(combined)}
     latest.write_text(
         json.dumps({"machine": info, "benchmarks": ordered}, indent=2) + "\n", encoding="utf-8"

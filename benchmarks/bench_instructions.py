@@ -178,6 +178,7 @@ def rows(cases: list[dict[str, Any]], counts: dict[str, int]) -> list[dict[str, 
             ratio,
             f"within {REPEATS_WITHIN:.1%} of 1",
             abs(ratio - 1) <= REPEATS_WITHIN,
+            summary=f"the two counts differ by {abs(ratio - 1):.4%}",
             bare_instructions=once["total"],
             again_instructions=again["total"],
         )
