@@ -44,7 +44,7 @@ TARGET = 1.05  # the overhead benchmark's target, in instructions
 # Counts of the same run repeat to a few in 100,000 (two runs of one script); the bare loop
 # against itself must come within this of 1, or the counts are not to be trusted.
 REPEATS_WITHIN = 0.001
-SIDES = ("bare", "trial", "bare again")
+BARE, TRIAL, BARE_AGAIN = "bare", "trial", "bare again"  # the sides counted (the first case: all)
 COUNTED_ENVIRONMENT = {
     # one torch thread: OpenMP's workers spin while they wait, and spinning is counted
     "OMP_NUM_THREADS": "1",
@@ -146,7 +146,7 @@ def rows(cases: list[dict[str, Any]], counts: dict[str, int]) -> list[dict[str, 
     out = []
     for case in cases:
         n = case["epochs"]
-        bare, trial = (_split(counts, case["name"], side, n) for side in SIDES[:2])
+        bare, trial = (_split(counts, case["name"], side, n) for side in (BARE, TRIAL))
         ratio = trial["total"] / bare["total"]
         out.append(
             row(
@@ -169,7 +169,7 @@ def rows(cases: list[dict[str, Any]], counts: dict[str, int]) -> list[dict[str, 
         )
     first = cases[0]
     once, again = (
-        _split(counts, first["name"], side, first["epochs"]) for side in ("bare", "bare again")
+        _split(counts, first["name"], side, first["epochs"]) for side in (BARE, BARE_AGAIN)
     )
     ratio = again["total"] / once["total"]
     out.append(
@@ -236,11 +236,11 @@ def _child(mode: str, out: str, library: str) -> None:
         s, name = case["settings"], case["name"]
         task = task_data(case["data"])
         sides = {
-            "bare": lambda mark: overhead.bare_loop(s, task, mark=mark),  # noqa: B023
-            "trial": lambda mark: overhead.tuner_trial(s, case["data"], workdir, i, mark=mark),  # noqa: B023
+            BARE: lambda mark: overhead.bare_loop(s, task, mark=mark),  # noqa: B023
+            TRIAL: lambda mark: overhead.tuner_trial(s, case["data"], workdir, i, mark=mark),  # noqa: B023
         }
         if i == 0:
-            sides["bare again"] = sides["bare"]
+            sides[BARE_AGAIN] = sides[BARE]
         for side, run_side in sides.items():
             run_side(_Marks(requests, name, side, s.max_epochs))
         cases.append({"name": name, "epochs": s.max_epochs})
