@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -232,3 +233,51 @@ def test_several_workers_on_sqlite_are_refused_with_the_alternative(workdir: Pat
     assert result.exit_code == 2
     assert "SQLite, which is for one process" in result.output
     assert "postgresql+psycopg://" in result.output
+
+
+@pytest.mark.postgres
+def test_a_connection_dropped_while_a_worker_opens_the_journal_is_retried(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    """The server ends the worker's connection as it opens the journal (as a database restart,
+    or the connection-killing test above, may): the open is retried, not a fatal error."""
+    import sqlalchemy as sa
+
+    from tuner import journal, study
+
+    real, opened = journal.PostgresJournalBackend.__init__, []
+
+    def dropped_once(self, engine: sa.Engine) -> None:  # noqa: ANN001
+        opened.append(engine)
+        if len(opened) == 1:  # the server ends the connection in the middle of a query
+            with engine.connect() as conn:
+                pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+                threading.Timer(0.5, terminate, [pid]).start()
+                conn.execute(sa.text("SELECT pg_sleep(10)"))
+        real(self, engine)
+
+    def terminate(pid: int) -> None:
+        with sa.create_engine(postgres_url).connect() as admin:
+            admin.execute(sa.text(f"SELECT pg_terminate_backend({pid})"))
+
+    monkeypatch.setattr(journal.PostgresJournalBackend, "__init__", dropped_once)
+    storage = study.make_storage("journal+" + postgres_url)
+    assert len(opened) == 2
+    assert storage.get_all_studies() == []
+
+
+def test_a_dropped_connection_is_told_from_a_refused_one_at_open():
+    """psycopg's message for a connection the server dropped in use, which SQLAlchemy did not
+    mark as invalidated in a CI run (the worker's open failed for good), is retried at open;
+    a refused connection is still a clear error at once."""
+    import psycopg
+
+    from tuner.study import _passing_at_open
+
+    def error(message: str) -> sa.exc.OperationalError:
+        return sa.exc.OperationalError("SELECT 1", {}, psycopg.OperationalError(message))
+
+    dropped = error("consuming input failed: server closed the connection unexpectedly")
+    assert not dropped.connection_invalidated and _passing_at_open(dropped)
+    refused = error('connection failed: connection to server at "127.0.0.1", port 1 failed')
+    assert not _passing_at_open(refused)

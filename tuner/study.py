@@ -250,7 +250,14 @@ def _passing_at_open(e: Exception) -> bool:
         sa.exc.ProgrammingError,
         optuna.exceptions.StorageInternalError,
     )
-    return isinstance(e, passing) or getattr(e, "connection_invalidated", False)
+    if isinstance(e, passing) or getattr(e, "connection_invalidated", False):
+        return True
+    # psycopg's words for a connection the server dropped while in use, which SQLAlchemy does
+    # not always mark as invalidated (a worker opening the journal as its connection was killed)
+    return isinstance(e, sa.exc.OperationalError) and any(words in str(e) for words in _DROPPED)
+
+
+_DROPPED = ("server closed the connection unexpectedly", "terminating connection due to")
 
 
 def _open_error(url: str, e: Exception) -> StorageError:
