@@ -205,13 +205,9 @@ def _dump_name(case: str, side: str, part: str) -> str:
 def _child(mode: str, out: str, library: str) -> None:
     from dataclasses import replace
 
-    import torch
-
     from benchmarks import bench_overhead as overhead
     from models.data import task_data
     from models.data.config import AddingData
-    from tuner.cli import mlflow_defaults, quiet_libraries
-    from tuner.memory import keep_freed_memory
 
     requests = ctypes.CDLL(library)
     # ctypes makes a function on its first use: not inside the first side counted
@@ -219,10 +215,7 @@ def _child(mode: str, out: str, library: str) -> None:
     if not requests.cg_running():
         raise SystemExit("run me through `python -m benchmarks --only instructions`")
     quick = mode == "quick"
-    mlflow_defaults()  # as the overhead benchmark and `rnn-tuner run` set them
-    quiet_libraries()
-    torch.set_num_threads(1)
-    keep_freed_memory()
+    overhead.like_a_worker()  # as the overhead benchmark does: one torch thread
     workdir = Path(out) / "work"
     workdir.mkdir()
     # warm-up, uninstrumented: first calls, the MLflow store's tables, the sender process

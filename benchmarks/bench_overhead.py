@@ -730,8 +730,8 @@ def trial_ends(workdir: Path, quick: bool) -> dict:
     )
 
 
-def run(quick: bool) -> list[dict]:
-    from models.data import task_data
+def like_a_worker() -> None:
+    """Set up this process as `rnn-tuner run` sets up a worker, for both sides of a pair."""
     from tuner.cli import mlflow_defaults, quiet_libraries
     from tuner.memory import keep_freed_memory
 
@@ -741,6 +741,12 @@ def run(quick: bool) -> list[dict]:
     # as every worker does (tuner.memory): the trial's freed tensors were faulted in again at
     # every step, more than the bare loop's; the loop, in this process too, gets it alike
     keep_freed_memory()
+
+
+def run(quick: bool) -> list[dict]:
+    from models.data import task_data
+
+    like_a_worker()
     # one pair moves by 10-45% on a shared 2-core machine: nine rounds steady the median
     rounds = 3 if quick else 9
     rows = []
